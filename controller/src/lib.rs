@@ -1,0 +1,142 @@
+//! The Weft control plane: loads and watches the mesh file, keeps the registry of workloads, serves
+//! the discovery stream and the identity service over TLS, and an admin API.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod discovery;
+pub mod grpc;
+pub mod identity;
+pub mod mesh;
+pub mod metrics;
+pub mod registry;
+pub mod snapshot;
+pub mod state;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use weft_certs::tls::{self, SpiffeClientVerifier};
+use weft_certs::{CertificateAuthority, IdentityStore, TrustBundle};
+use weft_telemetry::logging::LogLevel;
+
+use crate::state::{MeshState, Settings};
+
+/// A validated controller configuration.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    pub mesh: PathBuf,
+    pub ca_dir: PathBuf,
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub cert_ttl: Duration,
+    pub endpoint_grace: Duration,
+    pub restart_holddown: Duration,
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    cfg: ControllerConfig,
+    log: LogLevel,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let ca = Arc::new(
+        CertificateAuthority::load(&cfg.ca_dir)
+            .with_context(|| format!("loading the CA from {}", cfg.ca_dir.display()))?,
+    );
+    let mesh = watch::load(&cfg.mesh, ca.trust_domain()).map_err(|problems| {
+        anyhow::anyhow!("invalid mesh file {}:\n  {}", cfg.mesh.display(), problems.join("\n  "))
+    })?;
+    let initial_text = std::fs::read_to_string(&cfg.mesh).ok();
+    let metrics = metrics::ControllerMetrics::new();
+    let state = MeshState::new(
+        mesh,
+        ca.clone(),
+        Settings { cert_ttl: cfg.cert_ttl, endpoint_grace: cfg.endpoint_grace, restart_holddown: cfg.restart_holddown },
+        metrics,
+    );
+
+    // The controller's own certificate, from its own CA, re-issued at half-life.
+    let identity = IdentityStore::new();
+    install_controller_cert(&ca, &identity, cfg.cert_ttl)?;
+    let bundle = TrustBundle::new(vec![ca.cert_der().clone()]).map_err(anyhow::Error::msg)?;
+    let verifier = SpiffeClientVerifier::new(bundle, ca.trust_domain(), false);
+    let tls_config = Arc::new(tls::server_config(identity.clone(), verifier, &[tls::ALPN_H2]));
+
+    let grpc_listener = tokio::net::TcpListener::bind(cfg.grpc_addr)
+        .await
+        .with_context(|| format!("binding --grpc-addr {}", cfg.grpc_addr))?;
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin_addr)
+        .await
+        .with_context(|| format!("binding --admin-addr {}", cfg.admin_addr))?;
+    tracing::info!(
+        grpc = %grpc_listener.local_addr()?, admin = %admin_listener.local_addr()?,
+        trust_domain = %ca.trust_domain(), mesh = %cfg.mesh.display(), "weft-controller started"
+    );
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let router = grpc::GrpcRouter::new(
+        identity::IdentityService { state: state.clone() },
+        discovery::DiscoveryService { state: state.clone() },
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(async move { grpc::serve(grpc_listener, tls_config, router).await });
+    tasks.spawn({
+        let (state, ready) = (state.clone(), ready.clone());
+        async move {
+            admin::serve(admin_listener, state, ready, log).await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
+        let state = state.clone();
+        let path = cfg.mesh.clone();
+        async move {
+            watch::watch(path, state, initial_text).await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
+        let state = state.clone();
+        async move {
+            state.expire_loop().await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
+        let (ca, identity, ttl) = (ca.clone(), identity.clone(), cfg.cert_ttl);
+        async move {
+            loop {
+                tokio::time::sleep(ttl / 2).await;
+                if let Err(e) = install_controller_cert(&ca, &identity, ttl) {
+                    tracing::error!("re-issuing the controller certificate failed: {e:#}");
+                }
+            }
+        }
+    });
+    ready.store(true, Ordering::Relaxed);
+
+    tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+        Some(res) = tasks.join_next() => {
+            match res {
+                Ok(Ok(())) => anyhow::bail!("a controller task ended unexpectedly"),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("a controller task failed: {e}")),
+            }
+        }
+    }
+}
+
+fn install_controller_cert(ca: &CertificateAuthority, identity: &IdentityStore, ttl: Duration) -> anyhow::Result<()> {
+    let issued = ca.issue_controller(ttl)?;
+    identity.install(issued.chain, issued.key.into()).map_err(anyhow::Error::msg)?;
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The discovery resources derived from the mesh file and the registry: an immutable snapshot,
+//! rebuilt on every change, with a content hash as each resource's version.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use prost::Message;
+use weft_proto::types;
+use weft_proto::v1 as pb;
+
+use crate::mesh::{default_circuit_breaker, MeshConfig};
+use crate::registry::WorkloadRecord;
+
+/// The directory is one resource.
+pub const DIRECTORY_NAME: &str = "mesh";
+
+/// Every resource of every type, as of one version.
+pub struct Snapshot {
+    pub version: u64,
+    pub by_type: HashMap<&'static str, BTreeMap<String, Arc<pb::Resource>>>,
+}
+
+impl Snapshot {
+    pub fn empty() -> Self {
+        Self { version: 0, by_type: types::ALL.iter().map(|t| (*t, BTreeMap::new())).collect() }
+    }
+
+    pub fn resources(&self, type_url: &str) -> Option<&BTreeMap<String, Arc<pb::Resource>>> {
+        self.by_type.get(type_url)
+    }
+
+    pub fn build<'a>(
+        version: u64,
+        mesh: &MeshConfig,
+        workloads: impl Iterator<Item = &'a WorkloadRecord> + Clone,
+    ) -> Self {
+        let mut services: BTreeMap<String, pb::ServicePolicy> = mesh.services.clone();
+        // A service that proxies register but the file does not declare gets the defaults.
+        for w in workloads.clone() {
+            services.entry(w.workload.service.clone()).or_insert_with(|| pb::ServicePolicy {
+                name: w.workload.service.clone(),
+                namespace: w.workload.namespace.clone(),
+                circuit_breaker: Some(default_circuit_breaker()),
+                default_route: Some(pb::RoutePolicy::default()),
+                ..Default::default()
+            });
+        }
+
+        let mut endpoints: BTreeMap<String, Vec<pb::Endpoint>> =
+            services.keys().map(|k| (k.clone(), Vec::new())).collect();
+        for w in workloads.clone() {
+            endpoints.entry(w.workload.service.clone()).or_default().push(pb::Endpoint {
+                address: w.workload.inbound_address.clone(),
+                identity: w.identity.to_string(),
+                version: w.workload.version.clone(),
+                instance: w.workload.instance.clone(),
+                app_ports: w.workload.app_ports.clone(),
+                protocol: pb::Protocol::Detect as i32,
+            });
+        }
+        for e in &mesh.static_endpoints {
+            endpoints.entry(e.service.clone()).or_default().push(pb::Endpoint {
+                address: e.address.to_string(),
+                identity: String::new(),
+                version: String::new(),
+                instance: format!("static:{}", e.address),
+                app_ports: vec![u32::from(e.address.port())],
+                protocol: e.protocol as i32,
+            });
+        }
+        for list in endpoints.values_mut() {
+            list.sort_by(|a, b| (&a.address, &a.instance).cmp(&(&b.address, &b.instance)));
+        }
+
+        let mut by_type = HashMap::new();
+        by_type.insert(
+            types::SERVICE,
+            services.into_iter().map(|(n, s)| (n.clone(), resource(n, pb::resource::Body::Service(s)))).collect(),
+        );
+        by_type.insert(
+            types::ENDPOINTS,
+            endpoints
+                .into_iter()
+                .map(|(n, e)| (n.clone(), resource(n, pb::resource::Body::Endpoints(pb::EndpointSet { endpoints: e }))))
+                .collect(),
+        );
+        let directory = directory(mesh, workloads);
+        by_type.insert(
+            types::DIRECTORY,
+            BTreeMap::from([(
+                DIRECTORY_NAME.to_string(),
+                resource(DIRECTORY_NAME.to_string(), pb::resource::Body::Directory(directory)),
+            )]),
+        );
+        Self { version, by_type }
+    }
+}
+
+/// Addresses to services, for transparent proxies: `IP:port` for VIPs and workload app ports,
+/// plain `IP` for VIPs and for pod IPs that belong to one service only.
+fn directory<'a>(mesh: &MeshConfig, workloads: impl Iterator<Item = &'a WorkloadRecord>) -> pb::Directory {
+    let mut map: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut put = |addr: String, svc: &str| {
+        map.entry(addr)
+            .and_modify(|cur| {
+                if cur.as_deref() != Some(svc) {
+                    *cur = None; // ambiguous: several services share it
+                }
+            })
+            .or_insert_with(|| Some(svc.to_string()));
+    };
+    for (name, s) in &mesh.services {
+        if let Ok(ip) = s.vip.parse::<std::net::IpAddr>() {
+            put(ip.to_string(), name);
+            for p in &s.ports {
+                put(std::net::SocketAddr::new(ip, p.port as u16).to_string(), name);
+            }
+        }
+    }
+    for w in workloads {
+        if let Ok(addr) = w.workload.inbound_address.parse::<std::net::SocketAddr>() {
+            put(addr.ip().to_string(), &w.workload.service);
+            for p in &w.workload.app_ports {
+                put(std::net::SocketAddr::new(addr.ip(), *p as u16).to_string(), &w.workload.service);
+            }
+        }
+    }
+    pb::Directory {
+        entries: map
+            .into_iter()
+            .filter_map(|(address, svc)| svc.map(|service| pb::DirectoryEntry { address, service }))
+            .collect(),
+    }
+}
+
+fn resource(name: String, body: pb::resource::Body) -> Arc<pb::Resource> {
+    let mut r = pb::Resource { name, version: String::new(), body: Some(body) };
+    r.version = format!("{:016x}", fnv1a(&r.encode_to_vec()));
+    Arc::new(r)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}

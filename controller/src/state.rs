@@ -1,0 +1,271 @@
+//! The controller's mesh state: the mesh file in force, the registry of workloads, the sessions of
+//! connected proxies, and the published discovery snapshot that sessions diff against.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::time::{Duration, Instant};
+use weft_certs::{CertificateAuthority, SpiffeId};
+use weft_proto::v1 as pb;
+
+use crate::mesh::MeshConfig;
+use crate::metrics::ControllerMetrics;
+use crate::registry::Registry;
+use crate::snapshot::Snapshot;
+
+/// What the admin API shows of one connected proxy.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    pub workload: pb::Workload,
+    pub identity: SpiffeId,
+    pub peer: String,
+    pub connected_since: SystemTime,
+    pub acked: BTreeMap<String, String>,
+    pub nacked: BTreeMap<String, String>,
+    pub cert_expires_at_unix_ms: i64,
+}
+
+pub struct Settings {
+    pub cert_ttl: Duration,
+    /// How long a workload stays after its stream ends.
+    pub endpoint_grace: Duration,
+    /// After the controller starts, how long proxies keep the endpoints they held before it.
+    pub restart_holddown: Duration,
+}
+
+pub struct MeshState {
+    inner: Mutex<Inner>,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    pub started: Instant,
+    pub settings: Settings,
+    pub metrics: ControllerMetrics,
+    pub ca: Arc<CertificateAuthority>,
+    next_session: AtomicU64,
+}
+
+struct Inner {
+    mesh: Arc<MeshConfig>,
+    config_version: u64,
+    registry: Registry,
+    sessions: BTreeMap<u64, SessionInfo>,
+    snapshot_version: u64,
+}
+
+impl MeshState {
+    pub fn new(
+        mesh: MeshConfig,
+        ca: Arc<CertificateAuthority>,
+        settings: Settings,
+        metrics: ControllerMetrics,
+    ) -> Arc<Self> {
+        let (snapshots, _) = watch::channel(Arc::new(Snapshot::empty()));
+        let state = Arc::new(Self {
+            inner: Mutex::new(Inner {
+                mesh: Arc::new(mesh),
+                config_version: 1,
+                registry: Registry::default(),
+                sessions: BTreeMap::new(),
+                snapshot_version: 0,
+            }),
+            snapshots,
+            started: Instant::now(),
+            settings,
+            metrics,
+            ca,
+            next_session: AtomicU64::new(1),
+        });
+        state.metrics.config_version.with(&[]).set(1);
+        state.republish(&mut state.lock());
+        state
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn republish(&self, inner: &mut Inner) {
+        inner.snapshot_version += 1;
+        let snap = Snapshot::build(inner.snapshot_version, &inner.mesh, inner.registry.iter());
+        self.snapshots.send_replace(Arc::new(snap));
+    }
+
+    pub fn trust_domain(&self) -> String {
+        self.ca.trust_domain().to_string()
+    }
+
+    pub fn mesh(&self) -> Arc<MeshConfig> {
+        self.lock().mesh.clone()
+    }
+
+    /// Puts a new (validated) mesh file in force.
+    pub fn set_mesh(&self, mesh: MeshConfig) {
+        let mut inner = self.lock();
+        if *inner.mesh == mesh {
+            return;
+        }
+        inner.mesh = Arc::new(mesh);
+        inner.config_version += 1;
+        self.metrics.config_version.with(&[]).set(inner.config_version as i64);
+        self.republish(&mut inner);
+    }
+
+    pub fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshots.subscribe()
+    }
+
+    pub fn holddown_active(&self, now: Instant) -> bool {
+        now < self.started + self.settings.restart_holddown
+    }
+
+    /// Registers a proxy's workload for a new stream; returns the session id.
+    pub fn connect(&self, identity: SpiffeId, workload: pb::Workload, peer: String, cert_expiry: i64) -> u64 {
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.lock();
+        inner.sessions.insert(
+            session,
+            SessionInfo {
+                workload: workload.clone(),
+                identity: identity.clone(),
+                peer,
+                connected_since: SystemTime::now(),
+                acked: BTreeMap::new(),
+                nacked: BTreeMap::new(),
+                cert_expires_at_unix_ms: cert_expiry,
+            },
+        );
+        self.metrics.proxies_connected.with(&[]).set(inner.sessions.len() as i64);
+        if inner.registry.connect(identity, workload, session) {
+            self.republish(&mut inner);
+        }
+        session
+    }
+
+    pub fn disconnect(&self, session: u64) {
+        let mut inner = self.lock();
+        if let Some(info) = inner.sessions.remove(&session) {
+            inner.registry.disconnect(&info.identity, &info.workload.instance, session, Instant::now());
+        }
+        self.metrics.proxies_connected.with(&[]).set(inner.sessions.len() as i64);
+    }
+
+    /// Removes the workload of a draining proxy at once (its stream stays open while it drains).
+    pub fn withdraw(&self, session: u64) {
+        let mut inner = self.lock();
+        let Some(info) = inner.sessions.get(&session).cloned() else { return };
+        if inner.registry.remove(&info.identity, &info.workload.instance, session) {
+            self.republish(&mut inner);
+        }
+    }
+
+    pub fn update_session(&self, session: u64, f: impl FnOnce(&mut SessionInfo)) {
+        if let Some(info) = self.lock().sessions.get_mut(&session) {
+            f(info);
+        }
+    }
+
+    /// Removes workloads whose grace period has passed; runs for the life of the controller.
+    pub async fn expire_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let mut inner = self.lock();
+            if inner.registry.expire(self.settings.endpoint_grace, Instant::now()) {
+                self.republish(&mut inner);
+            }
+        }
+    }
+
+    /// The state as JSON, for `/api/v1/state` and `weft status`.
+    pub fn state_json(&self) -> serde_json::Value {
+        let inner = self.lock();
+        let snap = self.snapshots.borrow().clone();
+        let now = Instant::now();
+        let holddown_left = (self.started + self.settings.restart_holddown).saturating_duration_since(now);
+        let services: Vec<_> = inner
+            .mesh
+            .services
+            .values()
+            .chain(snap.resources(weft_proto::types::SERVICE).into_iter().flat_map(|m| m.values()).filter_map(|r| {
+                match &r.body {
+                    Some(pb::resource::Body::Service(s)) if !inner.mesh.services.contains_key(&s.name) => Some(s),
+                    _ => None,
+                }
+            }))
+            .map(|s| {
+                let endpoints: Vec<_> = snap
+                    .resources(weft_proto::types::ENDPOINTS)
+                    .and_then(|m| m.get(&s.name))
+                    .and_then(|r| match &r.body {
+                        Some(pb::resource::Body::Endpoints(e)) => Some(e.endpoints.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| {
+                        let connected = inner.registry.iter().any(|w| {
+                            w.workload.instance == e.instance
+                                && w.identity.to_string() == e.identity
+                                && w.disconnected_at.is_none()
+                        });
+                        json!({
+                            "address": e.address,
+                            "identity": e.identity,
+                            "version": e.version,
+                            "instance": e.instance,
+                            "app_ports": e.app_ports,
+                            "static": e.identity.is_empty(),
+                            "connected": connected || e.identity.is_empty(),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": s.name,
+                    "namespace": s.namespace,
+                    "protocol": pb::Protocol::try_from(s.protocol).map(|p| p.as_str_name()).unwrap_or("?"),
+                    "vip": s.vip,
+                    "mtls": if s.mtls == pb::MtlsMode::Strict as i32 { "strict" } else { "permissive" },
+                    "declared": inner.mesh.services.contains_key(&s.name),
+                    "endpoints": endpoints,
+                })
+            })
+            .collect();
+        let proxies: Vec<_> = inner
+            .sessions
+            .iter()
+            .map(|(id, s)| {
+                json!({
+                    "session": id,
+                    "service": s.workload.service,
+                    "namespace": s.workload.namespace,
+                    "version": s.workload.version,
+                    "instance": s.workload.instance,
+                    "identity": s.identity.to_string(),
+                    "address": s.workload.inbound_address,
+                    "transparent": s.workload.transparent,
+                    "peer": s.peer,
+                    "proxy_version": s.workload.proxy_version,
+                    "connected_since_unix_ms": unix_ms(s.connected_since),
+                    "cert_expires_at_unix_ms": s.cert_expires_at_unix_ms,
+                    "acked": s.acked,
+                    "nacked": s.nacked,
+                })
+            })
+            .collect();
+        json!({
+            "trust_domain": self.ca.trust_domain(),
+            "config_version": inner.config_version,
+            "snapshot_version": snap.version,
+            "restart_holddown_remaining_ms": holddown_left.as_millis() as u64,
+            "services": services,
+            "proxies": proxies,
+        })
+    }
+}
+
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,117 @@
+//! The proxy's admin port: `/metrics`, `/live`, `/ready`, `/config`, `/log-level`, and
+//! `POST /shutdown` (from loopback only, so that a job's sidecar can be told to exit).
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use weft_telemetry::admin::{self, AdminRequest};
+use weft_telemetry::logging::LogLevel;
+
+use crate::context::ProxyContext;
+
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<ProxyContext>,
+    log: LogLevel,
+    shutdown: mpsc::UnboundedSender<&'static str>,
+) {
+    admin::serve(listener, move |req: AdminRequest| {
+        let ctx = ctx.clone();
+        let log = log.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            match (req.method.clone(), req.path.as_str()) {
+                (Method::GET, "/metrics") => admin::metrics(ctx.metrics.registry.render()),
+                (Method::GET, "/live") => admin::text(StatusCode::OK, "live\n"),
+                (Method::GET, "/ready") => {
+                    if ctx.readiness.is_ready() {
+                        admin::text(StatusCode::OK, "ready\n")
+                    } else {
+                        admin::text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {}\n", ctx.readiness.explain()),
+                        )
+                    }
+                }
+                (Method::GET, "/config") => admin::json(StatusCode::OK, config_json(&ctx)),
+                (Method::GET, "/log-level") => admin::text(StatusCode::OK, format!("{}\n", log.get())),
+                (Method::PUT, "/log-level") | (Method::POST, "/log-level") => {
+                    match log.set(&String::from_utf8_lossy(&req.body)) {
+                        Ok(()) => admin::text(StatusCode::OK, format!("{}\n", log.get())),
+                        Err(e) => admin::text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+                    }
+                }
+                (Method::POST, "/shutdown") => {
+                    if req.peer.ip().is_loopback() || req.peer.ip().to_canonical().is_loopback() {
+                        let _ = shutdown.send("POST /shutdown");
+                        admin::text(StatusCode::OK, "shutting down\n")
+                    } else {
+                        admin::text(StatusCode::FORBIDDEN, "shutdown is accepted from loopback only\n")
+                    }
+                }
+                _ => admin::text(
+                    StatusCode::NOT_FOUND,
+                    "not found: try /metrics, /live, /ready, /config, /log-level, POST /shutdown\n",
+                ),
+            }
+        }
+    })
+    .await
+}
+
+/// The active configuration and its versions, as JSON.
+fn config_json(ctx: &ProxyContext) -> String {
+    use serde_json::json;
+    let view = ctx.view();
+    let mut services: Vec<_> = view
+        .services
+        .values()
+        .map(|s| {
+            let policy = s.policy.as_ref().map(|p| {
+                let src = &p.source;
+                json!({
+                    "protocol": format!("{:?}", p.protocol),
+                    "vip": src.vip,
+                    "ports": src.ports.iter().map(|m| json!({"port": m.port, "target_port": m.target_port})).collect::<Vec<_>>(),
+                    "mtls": if p.mtls_strict { "strict" } else { "permissive" },
+                    "allow": src.allow.as_ref().map(|a| a.identities.clone()),
+                    "default_route": format!("{:?}", p.default_route),
+                    "routes": p.routes.iter().map(|(m, r)| json!({"match": format!("{m:?}"), "policy": format!("{r:?}")})).collect::<Vec<_>>(),
+                    "circuit_breaker": format!("{:?}", p.breaker),
+                    "split": p.split,
+                })
+            });
+            json!({
+                "name": s.name,
+                "policy": policy,
+                "endpoints": s.endpoints.iter().map(|e| json!({
+                    "address": e.addr.to_string(),
+                    "identity": e.identity.as_ref().map(|i| i.to_string()),
+                    "version": e.version,
+                    "instance": e.instance,
+                    "app_ports": e.app_ports,
+                    "pending": e.load.pending(),
+                    "latency_estimate_ms": e.load.estimate(tokio::time::Instant::now()).as_secs_f64() * 1000.0,
+                    "ejected": e.outlier.is_ejected(tokio::time::Instant::now()),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    services.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let identity = ctx.identity.current();
+    serde_json::to_string_pretty(&json!({
+        "service": ctx.cfg.service,
+        "namespace": ctx.cfg.namespace,
+        "instance": ctx.cfg.instance,
+        "identity": identity.as_ref().map(|i| i.id.to_string()),
+        "certificate_expires_unix": identity.as_ref().map(|i| i.not_after_unix),
+        "ready": ctx.readiness.is_ready(),
+        "versions": view.accepted,
+        "held": view.held,
+        "directory": *view.directory,
+        "services": services,
+    }))
+    .unwrap_or_default()
+}

@@ -1,0 +1,222 @@
+//! What every connection handler needs, shared by both runtimes: the config snapshot, identity,
+//! connection pools, metrics, readiness and the drain signal.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use tokio::sync::{mpsc, watch};
+use weft_certs::{IdentityStore, TrustBundle};
+use weft_proto::types;
+
+use crate::config::ProxyConfig;
+use crate::metrics::ProxyMetrics;
+use crate::pool::peer::PeerPool;
+use crate::pool::plain::PlainClient;
+use crate::view::MeshView;
+
+pub struct ProxyContext {
+    pub cfg: ProxyConfig,
+    pub trust_domain: String,
+    pub identity: Arc<IdentityStore>,
+    pub bundle: TrustBundle,
+    pub view: ArcSwap<MeshView>,
+    pub metrics: ProxyMetrics,
+    pub peers: PeerPool,
+    pub plain: PlainClient,
+    pub inbound_tls: Arc<ServerConfig>,
+    /// The inbound listener's bound address (its port is what peers dial).
+    pub inbound_bound: std::net::SocketAddr,
+    /// Services the data plane wants discovery for (transparent mode learns them on demand).
+    pub subscribe: mpsc::UnboundedSender<String>,
+    /// The services already asked for.
+    pub subscribed: Mutex<HashSet<String>>,
+    /// Woken whenever a new config snapshot is installed.
+    pub view_changed: tokio::sync::Notify,
+    pub readiness: Readiness,
+    pub drain: Drain,
+}
+
+impl ProxyContext {
+    /// The current config snapshot.
+    pub fn view(&self) -> arc_swap::Guard<Arc<MeshView>> {
+        self.view.load()
+    }
+
+    /// Installs a new config snapshot (one atomic swap; in-flight requests keep the old one).
+    pub fn set_view(&self, view: MeshView) {
+        self.view.store(Arc::new(view));
+        self.view_changed.notify_waiters();
+    }
+
+    /// Asks the controller for a service's policy and endpoints (once).
+    pub fn subscribe_to(&self, service: &str) {
+        let mut subscribed = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
+        if subscribed.insert(service.to_string()) {
+            let _ = self.subscribe.send(service.to_string());
+        }
+    }
+
+    /// Every service subscribed to so far (sent again on each new stream).
+    pub fn subscriptions(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.subscribed.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+/// Ready once a certificate is held and every discovery type has been accepted once, until
+/// shutdown begins.
+#[derive(Default)]
+pub struct Readiness {
+    cert: AtomicBool,
+    accepted: Mutex<HashSet<String>>,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    pub fn set_cert(&self) {
+        self.cert.store(true, Ordering::Release);
+    }
+    pub fn accepted(&self, type_url: &str) {
+        self.accepted.lock().unwrap_or_else(|e| e.into_inner()).insert(type_url.to_string());
+    }
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+    pub fn is_ready(&self) -> bool {
+        let accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        self.cert.load(Ordering::Acquire)
+            && !self.draining.load(Ordering::Acquire)
+            && types::ALL.iter().all(|t| accepted.contains(*t))
+    }
+    /// Why not ready, for `/ready`'s body.
+    pub fn explain(&self) -> String {
+        let accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        let mut missing = Vec::new();
+        if self.draining.load(Ordering::Acquire) {
+            missing.push("shutting down".to_string());
+        }
+        if !self.cert.load(Ordering::Acquire) {
+            missing.push("no certificate yet".to_string());
+        }
+        for t in types::ALL {
+            if !accepted.contains(t) {
+                missing.push(format!("waiting for {t}"));
+            }
+        }
+        missing.join("; ")
+    }
+}
+
+/// Shutdown coordination: listeners stop, connections close gracefully, the process waits for
+/// them up to the grace period.
+pub struct Drain {
+    /// Set first: the proxy is leaving (its endpoint is withdrawn, it still serves).
+    leaving: watch::Sender<bool>,
+    /// Set after the shutdown delay: listeners stop, connections close gracefully.
+    tx: watch::Sender<bool>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    idle: tokio::sync::Notify,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            leaving: watch::channel(false).0,
+            tx: watch::channel(false).0,
+            open: Arc::default(),
+            idle: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+/// Counts one open connection for the drain.
+pub struct ConnGuard<'a>(&'a Drain);
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Drain {
+    /// Announces the shutdown: the controller is told to withdraw this endpoint, while the proxy
+    /// keeps serving for the shutdown delay so callers can move away first.
+    pub fn announce(&self) {
+        self.leaving.send_replace(true);
+    }
+    pub fn leaving(&self) -> watch::Receiver<bool> {
+        self.leaving.subscribe()
+    }
+    pub fn start(&self) {
+        self.tx.send_replace(true);
+    }
+    pub fn is_draining(&self) -> bool {
+        *self.tx.borrow()
+    }
+    /// Resolves when draining starts.
+    pub fn signal(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
+    pub fn track(&self) -> ConnGuard<'_> {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        ConnGuard(self)
+    }
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+    /// Waits until no tracked connection is open.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Resolves once draining has started.
+pub async fn drained(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|d| *d).await;
+}
+
+/// A context for tests that need one (no controller, no listeners).
+#[cfg(test)]
+pub fn test_context() -> Arc<ProxyContext> {
+    use std::time::Duration;
+    let dir = std::env::temp_dir().join(format!("weft-ctx-test-{}-{}", std::process::id(), rand::random::<u32>()));
+    let ca = weft_certs::CertificateAuthority::init(&dir, "weft.local").expect("CA");
+    let bundle = TrustBundle::new(vec![ca.cert_der().clone()]).expect("bundle");
+    let identity = IdentityStore::new();
+    let verifier = weft_certs::tls::SpiffeClientVerifier::new(bundle.clone(), "weft.local", true);
+    let inbound_tls = Arc::new(weft_certs::tls::server_config(identity.clone(), verifier, &[]));
+    let connector = Arc::new(crate::pool::peer::PeerConnector::new(identity.clone(), bundle.clone(), "weft.local", Duration::from_secs(1)));
+    let cfg = crate::args::Cli::try_parse_from_test();
+    let (subscribe, _) = mpsc::unbounded_channel();
+    Arc::new(ProxyContext {
+        peers: PeerPool::new(connector, 65536),
+        plain: PlainClient::new(Duration::from_secs(1), Duration::from_secs(3), 65536),
+        trust_domain: "weft.local".into(),
+        identity,
+        bundle,
+        view: ArcSwap::from_pointee(MeshView::default()),
+        metrics: ProxyMetrics::new(),
+        inbound_tls,
+        inbound_bound: "127.0.0.1:4143".parse().expect("address"),
+        subscribe,
+        subscribed: Mutex::new(HashSet::new()),
+        view_changed: tokio::sync::Notify::new(),
+        readiness: Readiness::default(),
+        drain: Drain::default(),
+        cfg,
+    })
+}

@@ -1,0 +1,125 @@
+//! Header rules: which `x-weft-*` headers survive a hop, hop-by-hop headers, and the internal
+//! headers carried between proxies.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+use weft_proto::contract;
+
+/// Header names as constants: a lookup by `HeaderName` skips parsing the name every time.
+pub mod names {
+    use http::HeaderName;
+    use weft_proto::contract;
+
+    pub const CLIENT_ID: HeaderName = HeaderName::from_static(contract::CLIENT_ID);
+    pub const DEADLINE_MS: HeaderName = HeaderName::from_static(contract::DEADLINE_MS);
+    pub const DEADLINE_AT: HeaderName = HeaderName::from_static(contract::DEADLINE_AT);
+    pub const DST_PORT: HeaderName = HeaderName::from_static(contract::DST_PORT);
+    pub const ORIG_PROTO: HeaderName = HeaderName::from_static(contract::ORIG_PROTO);
+    pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+    pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+    pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+}
+
+/// Removes every `x-weft-*` header; with `keep_deadline`, the two deadline headers an outbound
+/// proxy accepts from its local app stay.
+pub fn strip_weft(headers: &mut HeaderMap, keep_deadline: bool) {
+    let doomed = |k: &HeaderName| {
+        let n = k.as_str();
+        n.starts_with("x-weft-") && !(keep_deadline && (n == contract::DEADLINE_MS || n == contract::DEADLINE_AT))
+    };
+    // Usually there is none: look before collecting anything.
+    if !headers.keys().any(doomed) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|k| doomed(k)).cloned().collect();
+    for k in names {
+        headers.remove(k);
+    }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name == TE
+        || name == names::KEEP_ALIVE
+        || name == names::PROXY_CONNECTION
+}
+
+/// Removes hop-by-hop headers (and any named in `Connection`), keeping `te: trailers` which gRPC
+/// needs end to end.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass to find out.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in [CONNECTION, TRANSFER_ENCODING, UPGRADE, names::KEEP_ALIVE, names::PROXY_CONNECTION] {
+        headers.remove(n);
+    }
+    let te_trailers = headers
+        .get_all(TE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
+    if headers.remove(TE).is_some() && te_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Whether an HTTP/1 request asks to switch protocols (WebSocket and the like).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+pub fn get<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_weft_headers_but_keeps_deadlines_from_the_app() {
+        let mut h = HeaderMap::new();
+        h.insert("x-weft-client-id", HeaderValue::from_static("spiffe://evil"));
+        h.insert("x-weft-deadline-ms", HeaderValue::from_static("100"));
+        h.insert("x-weft-deadline-at", HeaderValue::from_static("123"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        let mut from_app = h.clone();
+        strip_weft(&mut from_app, true);
+        assert!(from_app.get("x-weft-client-id").is_none());
+        assert!(from_app.get("x-weft-deadline-ms").is_some());
+        assert!(from_app.get("x-weft-deadline-at").is_some());
+        strip_weft(&mut h, false);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_but_te_trailers_stays() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(TE, HeaderValue::from_static("trailers, deflate"));
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h[TE], "trailers");
+    }
+}

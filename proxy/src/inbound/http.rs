@@ -1,0 +1,156 @@
+//! Inbound HTTP: a request from a peer proxy (or, in permissive transparent mode, a plaintext
+//! client) to the local app. It authorizes the caller, sets `x-weft-client-id`, enforces the
+//! deadline budget of mesh peers and hands the app its absolute deadline, applies injected faults,
+//! and forwards in the protocol the app speaks.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderValue, Request, Response, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::{AppTarget, Caller};
+use crate::access_log;
+use crate::context::ProxyContext;
+use crate::http::errors::ProxyError;
+use crate::http::headers::names;
+use crate::http::{deadline, headers, incoming, is_grpc, Body};
+use crate::policy::{Faults, Protocol};
+
+pub async fn handle(
+    ctx: Arc<ProxyContext>,
+    caller: Arc<Caller>,
+    app: AppTarget,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let grpc = is_grpc(req.headers());
+    // Only the access log needs these; don't copy them otherwise.
+    let logged = (ctx.cfg.access_log == crate::config::AccessLog::Json)
+        .then(|| (req.method().clone(), req.uri().path().to_string()));
+    let service = &ctx.cfg.service;
+    let resp = match forward(&ctx, &caller, app, req, grpc, started).await {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.metrics.proxy_errors.with(&["inbound", e.reason()]).inc();
+            if matches!(e, ProxyError::DeadlineExceeded) {
+                ctx.metrics.deadline_exceeded.with(&["inbound", service]).inc();
+            }
+            e.response(grpc)
+        }
+    };
+    let status = resp.status().as_u16();
+    let client_id = caller.identity.as_deref().unwrap_or("");
+    caller.series.record(status, started.elapsed());
+    if let Some((method, path)) = logged {
+        access_log::write("inbound", service, &method, &path, status, started.elapsed(), client_id);
+    }
+    Ok(resp)
+}
+
+async fn forward(
+    ctx: &Arc<ProxyContext>,
+    caller: &Caller,
+    app: AppTarget,
+    mut req: Request<Incoming>,
+    grpc: bool,
+    started: Instant,
+) -> Result<Response<Body>, ProxyError> {
+    let view = ctx.view();
+    let policy = view.service(&ctx.cfg.service).and_then(|s| s.policy.clone());
+    drop(view);
+    if let (Some(id), Some(p)) = (&caller.identity, &policy) {
+        if !p.allows(id) {
+            tracing::debug!(caller = %id, "caller not allowed");
+            return Err(ProxyError::Unauthorized);
+        }
+    }
+    // Only an authenticated mesh peer's budget is trusted and enforced.
+    let deadline = if caller.identity.is_some() { deadline::from_peer(req.headers(), started) } else { None };
+    let port = req
+        .headers()
+        .get(names::DST_PORT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u16>().ok())
+        .filter(|_| caller.identity.is_some())
+        .or(app.default_port)
+        .ok_or_else(|| ProxyError::BadRequest("no destination port".into()))?;
+    if !super::port_allowed(ctx, port) {
+        return Err(ProxyError::BadRequest(format!("port {port} is not one of this workload's app ports")));
+    }
+    let orig_h1 = req.headers().get(names::ORIG_PROTO).is_some_and(|v| v == "http/1.1");
+    let app_h2 = match policy.as_ref().map(|p| p.protocol) {
+        Some(Protocol::Http1) => false,
+        Some(Protocol::Http2) | Some(Protocol::Grpc) => true,
+        _ => req.version() == Version::HTTP_2 && !orig_h1,
+    };
+
+    let headers = req.headers_mut();
+    headers::strip_weft(headers, false);
+    headers.insert(
+        names::CLIENT_ID,
+        HeaderValue::from_str(caller.identity.as_deref().unwrap_or("")).unwrap_or(HeaderValue::from_static("")),
+    );
+    if let Some(d) = deadline {
+        if d <= started {
+            return Err(ProxyError::DeadlineExceeded);
+        }
+        deadline::write_for_app(headers, d, started, deadline::unix_now_ms());
+        if grpc {
+            if let Ok(v) = HeaderValue::from_str(&deadline::format_grpc_timeout(d.saturating_duration_since(started))) {
+                headers.insert(names::GRPC_TIMEOUT, v);
+            }
+        }
+    }
+
+    let faults =
+        policy.as_ref().map(|p| p.route_for(req.method(), req.uri(), req.headers()).faults).unwrap_or_default();
+    apply_faults(&faults, deadline).await?;
+
+    let app_addr = SocketAddr::new(app.ip, port);
+    if headers::is_upgrade(req.headers()) && req.version() <= Version::HTTP_11 {
+        // Boxed: rare, and its state would otherwise weigh on every request's future.
+        return Box::pin(upgrade_to_app(ctx, req, app_addr)).await;
+    }
+    headers::strip_hop_by_hop(req.headers_mut());
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, incoming(body));
+    let send = ctx.plain.send(app_addr, app_h2, req);
+    let resp = match deadline {
+        Some(d) => tokio::time::timeout_at(d, send).await.map_err(|_| ProxyError::DeadlineExceeded)?,
+        None => send.await,
+    }
+    .map_err(|e| ProxyError::AppUnavailable(e.to_string()))?;
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, incoming(body)))
+}
+
+/// Injected faults (for testing resilience): a delay, then possibly an abort.
+async fn apply_faults(f: &Faults, deadline: Option<Instant>) -> Result<(), ProxyError> {
+    if f.delay_percent > 0 && rand::random_range(0..100) < f.delay_percent {
+        let until = Instant::now() + f.delay;
+        match deadline {
+            Some(d) if d < until => {
+                tokio::time::sleep_until(d).await;
+                return Err(ProxyError::DeadlineExceeded);
+            }
+            _ => tokio::time::sleep_until(until).await,
+        }
+    }
+    if f.abort_percent > 0 && rand::random_range(0..100) < f.abort_percent {
+        return Err(ProxyError::FaultInjected(f.abort_status));
+    }
+    Ok(())
+}
+
+/// An upgrade request: its own connection to the app, spliced after `101`.
+async fn upgrade_to_app(ctx: &ProxyContext, req: Request<Incoming>, app_addr: SocketAddr) -> Result<Response<Body>, ProxyError> {
+    let tcp = tokio::time::timeout(ctx.cfg.connect_timeout, tokio::net::TcpStream::connect(app_addr))
+        .await
+        .map_err(|_| ProxyError::AppUnavailable(format!("{app_addr}: connect timed out")))?
+        .map_err(|e| ProxyError::AppUnavailable(format!("{app_addr}: {e}")))?;
+    crate::upgrade::forward(req, tcp, |_| {}).await
+}

@@ -1,0 +1,164 @@
+//! Inbound: peer proxies connect to the inbound port over mTLS (HTTP/2, HTTP/1.1 for upgrades, or
+//! an opaque TCP tunnel); in transparent mode, connections redirected from app ports by iptables
+//! arrive here too and are served in plaintext when the service's mTLS mode is permissive.
+
+pub mod http;
+pub mod tcp;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use weft_certs::tls;
+
+use crate::context::{drained, ProxyContext};
+use crate::metrics::RequestSeries;
+use crate::outbound::OpenGauge;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who is calling and how (one per connection).
+pub struct Caller {
+    /// The verified SPIFFE ID (None for plaintext).
+    pub identity: Option<String>,
+    pub remote: SocketAddr,
+    pub series: Arc<RequestSeries>,
+}
+
+impl Caller {
+    pub fn new(ctx: &ProxyContext, identity: Option<String>, remote: SocketAddr) -> Self {
+        let tls = if identity.is_some() { "true" } else { "false" };
+        let series =
+            RequestSeries::new(&ctx.metrics, "inbound", &ctx.cfg.service, tls, identity.as_deref().unwrap_or(""));
+        Self { identity, remote, series: Arc::new(series) }
+    }
+
+    pub fn tls(&self) -> &'static str {
+        if self.identity.is_some() {
+            "true"
+        } else {
+            "false"
+        }
+    }
+}
+
+/// Where the app is reached for this connection.
+#[derive(Clone, Copy, Debug)]
+pub struct AppTarget {
+    pub ip: IpAddr,
+    /// Used when a request names no port (plaintext callers, or no header).
+    pub default_port: Option<u16>,
+}
+
+/// Whether a peer may ask for `port` on the app's address. In explicit mode: the `--app` port or
+/// one of the service's declared target ports. In transparent mode: any port of the pod but the
+/// proxy's own. Anything else would let a peer reach whatever listens on the app's address (with
+/// `--app 127.0.0.1:…`, every loopback service, the admin port included).
+pub fn port_allowed(ctx: &ProxyContext, port: u16) -> bool {
+    if port == 0 {
+        return false;
+    }
+    match ctx.cfg.app {
+        Some(app) => {
+            port == app.port()
+                || ctx
+                    .view()
+                    .service(&ctx.cfg.service)
+                    .and_then(|s| s.policy.as_ref().map(|p| p.ports.iter().any(|(_, t)| *t == port)))
+                    .unwrap_or(false)
+        }
+        None => ![ctx.inbound_bound.port(), ctx.cfg.outbound.port(), ctx.cfg.admin.port()].contains(&port),
+    }
+}
+
+/// Accepts inbound connections until the drain starts.
+pub async fn serve(ctx: Arc<ProxyContext>, listener: TcpListener) {
+    let acceptor = TlsAcceptor::from(ctx.inbound_tls.clone());
+    let inbound_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let drain = drained(ctx.drain.signal());
+    tokio::pin!(drain);
+    loop {
+        let (stream, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("inbound accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = &mut drain => {
+                tracing::info!("inbound listener closed for shutdown");
+                return;
+            }
+        };
+        let ctx = ctx.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _open = ctx.drain.track();
+            let _gauge = OpenGauge::new(&ctx, "inbound");
+            let _ = stream.set_nodelay(true);
+            connection(&ctx, stream, remote, acceptor, inbound_port).await;
+        });
+    }
+}
+
+async fn connection(
+    ctx: &Arc<ProxyContext>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    acceptor: TlsAcceptor,
+    inbound_port: u16,
+) {
+    let local = match stream.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    if ctx.cfg.transparent {
+        if let Some(orig) = crate::transparent::original_dst(&stream) {
+            if orig.port() != inbound_port {
+                // Redirected from an app port: a client outside the mesh.
+                crate::transparent::inbound_plaintext(ctx, stream, remote, orig).await;
+                return;
+            }
+        }
+    }
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, "inbound TLS handshake failed: {e}");
+            ctx.metrics.proxy_errors.with(&["inbound", "tls-handshake"]).inc();
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "inbound TLS handshake timed out");
+            return;
+        }
+    };
+    let (_, conn) = tls.get_ref();
+    let Some(identity) = tls::peer_identity(conn.peer_certificates()).map(|id| id.to_string()) else {
+        return;
+    };
+    let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+    let caller = Arc::new(Caller::new(ctx, Some(identity), remote));
+    let app = AppTarget {
+        ip: ctx.cfg.app.map(|a| a.ip()).unwrap_or(local.ip()),
+        default_port: ctx.cfg.app.map(|a| a.port()),
+    };
+    match alpn.as_deref() {
+        Some(tls::ALPN_H2) => {
+            let c = ctx.clone();
+            crate::serve::http2(ctx, tls, move |req| http::handle(c.clone(), caller.clone(), app, req)).await
+        }
+        Some(tls::ALPN_HTTP1) => {
+            let c = ctx.clone();
+            crate::serve::http1(ctx, tls, move |req| http::handle(c.clone(), caller.clone(), app, req)).await
+        }
+        Some(tls::ALPN_TCP) => tcp::serve(ctx, tls, caller, app).await,
+        other => {
+            tracing::debug!(%remote, ?other, "inbound connection without a known ALPN; closing")
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Outbound: traffic from the local app to the mesh, through explicit `--upstream` listeners or
+//! (transparent mode) the listener iptables feeds.
+
+pub mod http;
+pub mod retry;
+pub mod tcp;
+pub mod upgrade;
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use weft_proto::contract::OPAQUE_PORTS;
+
+use crate::context::{drained, ProxyContext};
+use crate::detect::{self, Detected, Prefixed};
+use crate::policy::Protocol;
+pub use http::Target;
+
+/// Accepts connections for one `--upstream NAME=ADDR` listener until the drain ends it.
+pub async fn serve_upstream(ctx: Arc<ProxyContext>, listener: TcpListener, service: String) {
+    let target = Arc::new(Target::new(&ctx, service, None, None));
+    // Outbound keeps serving during the drain: the app may still be finishing its work.
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("outbound accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        let target = target.clone();
+        tokio::spawn(async move {
+            let _open = ctx.drain.track();
+            let _gauge = OpenGauge::new(&ctx, "outbound");
+            let _ = stream.set_nodelay(true);
+            let opaque_port = explicit_port(&ctx, &target.service);
+            serve(&ctx, stream, target, opaque_port).await;
+        });
+    }
+}
+
+/// The port that decides "opaque" for an explicit upstream: the service's first target port,
+/// else its first endpoint's app port.
+fn explicit_port(ctx: &ProxyContext, service: &str) -> Option<u16> {
+    let view = ctx.view();
+    let svc = view.service(service)?;
+    svc.policy
+        .as_ref()
+        .and_then(|p| p.first_target_port())
+        .or_else(|| svc.endpoints.first().and_then(|e| e.app_ports.first().copied()))
+}
+
+/// Serves one outbound connection: HTTP (either version) or opaque TCP.
+pub async fn serve<T>(ctx: &Arc<ProxyContext>, mut io: T, target: Arc<Target>, port: Option<u16>)
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let protocol = ctx.view().service(&target.service).map_or(Protocol::Detect, |s| s.protocol());
+    let opaque = protocol == Protocol::Tcp || port.is_some_and(|p| OPAQUE_PORTS.contains(&p));
+    let (detected, prefix) = if opaque {
+        (Detected::Opaque, bytes::Bytes::new())
+    } else {
+        match detect::detect(&mut io, ctx.cfg.detect_timeout).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("outbound detection failed: {e}");
+                return;
+            }
+        }
+    };
+    let io = Prefixed::new(prefix, io);
+    match detected {
+        Detected::Http1 => {
+            let c = ctx.clone();
+            crate::serve::http1(ctx, io, move |req| http::handle(c.clone(), target.clone(), req)).await
+        }
+        Detected::Http2 => {
+            let c = ctx.clone();
+            crate::serve::http2(ctx, io, move |req| http::handle(c.clone(), target.clone(), req)).await
+        }
+        Detected::Opaque => tcp::proxy(ctx, io, &target).await,
+    }
+}
+
+/// Keeps `weft_tcp_connections_open{direction}` right for the life of a connection.
+pub struct OpenGauge(weft_telemetry::metrics::GaugeVec, &'static str);
+
+impl OpenGauge {
+    pub fn new(ctx: &ProxyContext, direction: &'static str) -> Self {
+        ctx.metrics.tcp_open.with(&[direction]).inc();
+        Self(ctx.metrics.tcp_open.clone(), direction)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.with(&[self.1]).dec();
+    }
+}
+
+/// Passes a connection to a destination outside the mesh straight through (transparent mode).
+pub async fn passthrough<T>(ctx: &Arc<ProxyContext>, mut io: T, dst: std::net::SocketAddr)
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    ctx.metrics.tcp_connections.with(&["outbound", "", "false", "false"]).inc();
+    crate::tcp::connect_and_relay(ctx, &mut io, dst, "outbound").await;
+}
+
+/// Resolves when the drain started and the grace period is over.
+pub async fn drained_then_grace(ctx: &ProxyContext) {
+    drained(ctx.drain.signal()).await;
+    tokio::time::sleep(ctx.cfg.shutdown_grace).await;
+}

@@ -1,0 +1,189 @@
+//! Plain HTTP connections: to the local app (HTTP/1.1 or h2c, as it speaks) and to static
+//! endpoints outside the mesh. HTTP/1 connections are pooled per address (most recently used
+//! first); one that sat idle longer than the idle timeout is never reused, since the app may be
+//! closing it (keep it below the app's own keep-alive timeout), and a request that a closing
+//! connection could not take is sent again on a fresh one — it never reached the app.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::ConnSlot;
+use crate::http::Body;
+
+/// Idle HTTP/1 connections kept per address at the most.
+const MAX_IDLE_PER_ADDR: usize = 256;
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+pub struct PlainClient {
+    h1: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    h2: Mutex<HashMap<SocketAddr, Arc<ConnSlot>>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_header_bytes: usize,
+}
+
+/// Why a plain request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlainError {
+    /// The request never left this proxy.
+    #[error("connect failed: {0}")]
+    Connect(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl PlainClient {
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration, max_header_bytes: usize) -> Self {
+        Self {
+            h1: Mutex::new(HashMap::new()),
+            h2: Mutex::new(HashMap::new()),
+            connect_timeout,
+            idle_timeout,
+            max_header_bytes: max_header_bytes.max(8192),
+        }
+    }
+
+    /// Sends `req` to `addr`, keeping its path and authority (as the Host header for HTTP/1).
+    pub async fn send(&self, addr: SocketAddr, h2: bool, req: Request<Body>) -> Result<Response<Incoming>, PlainError> {
+        if h2 {
+            self.send_h2(addr, req).await
+        } else {
+            self.send_h1(addr, req).await
+        }
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, PlainError> {
+        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| PlainError::Connect(format!("{addr}: connect timed out")))?
+            .map_err(|e| PlainError::Connect(format!("{addr}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
+    /// A ready pooled connection (the most recently used), dropping closed and stale ones; busy
+    /// ones stay for later.
+    fn checkout(&self, addr: SocketAddr) -> Option<http1::SendRequest<Body>> {
+        let mut pool = self.h1.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = pool.get_mut(&addr)?;
+        let now = Instant::now();
+        // An idle one past the timeout: the app may be closing it right now.
+        idle.retain(|c| {
+            !(c.sender.is_closed() || c.sender.is_ready() && now.duration_since(c.since) >= self.idle_timeout)
+        });
+        let pos = idle.iter().rposition(|c| c.sender.is_ready())?;
+        Some(idle.remove(pos).sender)
+    }
+
+    fn checkin(&self, addr: SocketAddr, sender: http1::SendRequest<Body>) {
+        let mut pool = self.h1.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = pool.entry(addr).or_default();
+        if idle.len() < MAX_IDLE_PER_ADDR {
+            idle.push(Idle { sender, since: Instant::now() });
+        }
+    }
+
+    async fn connect_h1(&self, addr: SocketAddr) -> Result<http1::SendRequest<Body>, PlainError> {
+        let tcp = self.connect(addr).await?;
+        let (sender, conn) = http1::Builder::new()
+            .max_buf_size(self.max_header_bytes)
+            .max_headers(200)
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| PlainError::Connect(format!("{addr}: {e}")))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, "app connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn send_h1(&self, addr: SocketAddr, mut req: Request<Body>) -> Result<Response<Incoming>, PlainError> {
+        // Origin form on the wire, the authority in the Host header.
+        if let Some(authority) = req.uri().authority().cloned() {
+            if !req.headers().contains_key(http::header::HOST) {
+                if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                    req.headers_mut().insert(http::header::HOST, v);
+                }
+            }
+        }
+        let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(pq);
+        *req.version_mut() = http::Version::HTTP_11;
+        for attempt in 0..3 {
+            let mut sender = match self.checkout(addr) {
+                Some(s) => s,
+                None => Box::pin(self.connect_h1(addr)).await?,
+            };
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    // Back to the pool now: it becomes ready again once this body is read.
+                    self.checkin(addr, sender);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never written: the connection was closing. Try a fresh one.
+                    Some(back) if attempt < 2 => req = back,
+                    _ => return Err(PlainError::Other(e.into_error().to_string())),
+                },
+            }
+        }
+        Err(PlainError::Connect(format!("{addr}: no usable connection")))
+    }
+
+    async fn send_h2(&self, addr: SocketAddr, mut req: Request<Body>) -> Result<Response<Incoming>, PlainError> {
+        // HTTP/2 needs an absolute URI: the request's authority, else the Host header.
+        let authority = req
+            .uri()
+            .authority()
+            .cloned()
+            .or_else(|| req.headers().get(http::header::HOST).and_then(|h| Authority::try_from(h.as_bytes()).ok()))
+            .unwrap_or_else(|| Authority::try_from(addr.to_string()).unwrap_or_else(|_| Authority::from_static("app")));
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(authority);
+        parts.path_and_query =
+            Some(req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| PlainError::Other(e.to_string()))?;
+        *req.version_mut() = http::Version::HTTP_2;
+        req.headers_mut().remove(http::header::HOST);
+        let slot = self.h2.lock().unwrap_or_else(|e| e.into_inner()).entry(addr).or_default().clone();
+        for attempt in 0..2 {
+            let mut sender = slot
+                .get_or_connect(|| async {
+                    let tcp = self.connect(addr).await?;
+                    super::h2_handshake(tcp, addr, self.max_header_bytes as u32).await.map_err(PlainError::Connect)
+                })
+                .await?;
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    Some(back) if attempt == 0 => req = back,
+                    _ => return Err(PlainError::Other(e.into_error().to_string())),
+                },
+            }
+        }
+        Err(PlainError::Connect(format!("{addr}: no usable connection")))
+    }
+}

@@ -1,0 +1,352 @@
+//! The active configuration as one immutable value, swapped atomically when the controller sends
+//! an update; requests read it without locks. Per-service and per-endpoint runtime state (load
+//! estimates, ejections, breaker counters, retry budgets) is carried across updates, so a config
+//! change never resets what the proxy has learnt, nor drops established connections.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use weft_certs::SpiffeId;
+use weft_proto::types;
+use weft_proto::v1 as pb;
+
+use crate::balance::{p2c, Endpoint};
+use crate::policy::{BreakerConfig, Policy, Protocol};
+use crate::resilience::breaker::Breaker;
+use crate::resilience::budget::RetryBudget;
+
+/// State of one upstream service that outlives config updates.
+#[derive(Debug)]
+pub struct ServiceRuntime {
+    pub breaker: Arc<Breaker>,
+    pub budget: RetryBudget,
+}
+
+impl Default for ServiceRuntime {
+    fn default() -> Self {
+        Self {
+            breaker: Arc::new(Breaker::default()),
+            budget: RetryBudget::new(crate::policy::BudgetConfig {
+                ratio: 0.2,
+                min_per_second: 10,
+                window: std::time::Duration::from_secs(10),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    /// None until the controller sent it (defaults apply meanwhile).
+    pub policy: Option<Arc<Policy>>,
+    pub endpoints: Arc<[Arc<Endpoint>]>,
+    /// Whether the endpoints resource has arrived (an empty list then means "none").
+    pub endpoints_known: bool,
+    pub runtime: Arc<ServiceRuntime>,
+}
+
+impl Service {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            policy: None,
+            endpoints: Arc::from(Vec::new()),
+            endpoints_known: false,
+            runtime: Arc::new(ServiceRuntime::default()),
+        }
+    }
+
+    pub fn breaker_config(&self) -> BreakerConfig {
+        self.policy.as_ref().map(|p| p.breaker).unwrap_or_default()
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.policy.as_ref().map_or(Protocol::Detect, |p| p.protocol)
+    }
+
+    /// Picks an endpoint for one request: endpoints not ejected (failing open when too few are
+    /// healthy), then the traffic split among the versions those cover, then P2C; `avoid` is
+    /// skipped when another choice exists (a retry goes elsewhere if it can).
+    pub fn choose(&self, now: Instant, avoid: Option<SocketAddr>) -> Option<Arc<Endpoint>> {
+        // The common case — no split, not a retry, nothing ejected — picks without allocating.
+        let no_split = self.policy.as_ref().is_none_or(|p| p.split.is_empty());
+        if no_split && avoid.is_none() && !self.endpoints.iter().any(|e| e.outlier.maybe_ejected()) {
+            return crate::balance::p2c_slice(&self.endpoints, now).cloned();
+        }
+        let all: Vec<&Arc<Endpoint>> = self.endpoints.iter().collect();
+        if all.is_empty() {
+            return None;
+        }
+        let healthy: Vec<&Arc<Endpoint>> = all.iter().copied().filter(|e| e.outlier.available(now)).collect();
+        // Fail open ("panic mode") when fewer than half are healthy.
+        let usable = if healthy.len() * 2 < all.len() { all } else { healthy };
+        // The split picks among versions that still have usable endpoints, so an ejected canary
+        // sends its share to the others.
+        let mut candidates = match self.policy.as_ref().filter(|p| !p.split.is_empty()) {
+            Some(p) => split_pool(&usable, &p.split),
+            None => usable,
+        };
+        if let Some(a) = avoid {
+            if candidates.iter().any(|e| e.addr != a) {
+                candidates.retain(|e| e.addr != a);
+            }
+        }
+        p2c(&candidates, now).cloned()
+    }
+
+    /// How many endpoints are ejected now (for the cap on ejections and the gauge).
+    pub fn ejected(&self, now: Instant) -> usize {
+        self.endpoints.iter().filter(|e| e.outlier.is_ejected(now)).count()
+    }
+}
+
+/// Weighted choice of a version among those that have endpoints; all endpoints if none has.
+fn split_pool<'a>(all: &[&'a Arc<Endpoint>], split: &[(String, u32)]) -> Vec<&'a Arc<Endpoint>> {
+    let live: Vec<&(String, u32)> =
+        split.iter().filter(|(v, w)| *w > 0 && all.iter().any(|e| &e.version == v)).collect();
+    let total: u64 = live.iter().map(|(_, w)| u64::from(*w)).sum();
+    if total == 0 {
+        return all.to_vec();
+    }
+    let mut pick = rand::random_range(0..total);
+    for (v, w) in live {
+        if pick < u64::from(*w) {
+            return all.iter().copied().filter(|e| &e.version == v).collect();
+        }
+        pick -= u64::from(*w);
+    }
+    all.to_vec()
+}
+
+/// Everything the data plane knows from the controller.
+#[derive(Debug, Clone, Default)]
+pub struct MeshView {
+    pub services: HashMap<String, Arc<Service>>,
+    /// Address (`IP` or `IP:port`) → service, for transparent mode.
+    pub directory: Arc<HashMap<String, String>>,
+    /// What is held, per type: name → version (reported to the controller on reconnect).
+    pub held: BTreeMap<String, BTreeMap<String, String>>,
+    /// The controller's version of each type last accepted in full.
+    pub accepted: BTreeMap<String, String>,
+}
+
+impl MeshView {
+    pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
+        self.services.get(name)
+    }
+
+    /// The service an original destination belongs to: `IP:port` first, then the IP alone.
+    pub fn lookup_address(&self, addr: SocketAddr) -> Option<&str> {
+        self.directory.get(&addr.to_string()).or_else(|| self.directory.get(&addr.ip().to_string())).map(String::as_str)
+    }
+
+    /// Applies one discovery response. Returns the new view and the resources rejected (name,
+    /// reason); the previous version of each rejected resource stays in force.
+    pub fn apply(&self, resp: &pb::DiscoveryResponse) -> (MeshView, Vec<(String, String)>) {
+        let mut next = self.clone();
+        let mut rejected = Vec::new();
+        let held = next.held.entry(resp.type_url.clone()).or_default();
+        for r in &resp.resources {
+            let result = match (resp.type_url.as_str(), &r.body) {
+                (types::SERVICE, Some(pb::resource::Body::Service(s))) => Policy::compile(s).map(|p| {
+                    let svc =
+                        next.services.get(&r.name).map(|s| (**s).clone()).unwrap_or_else(|| Service::new(&r.name));
+                    next.services.insert(r.name.clone(), Arc::new(Service { policy: Some(Arc::new(p)), ..svc }));
+                }),
+                (types::ENDPOINTS, Some(pb::resource::Body::Endpoints(set))) => {
+                    compile_endpoints(set).map(|eps| {
+                        let svc =
+                            next.services.get(&r.name).map(|s| (**s).clone()).unwrap_or_else(|| Service::new(&r.name));
+                        // Keep the runtime state of endpoints that stay.
+                        let merged: Vec<Arc<Endpoint>> = eps
+                            .into_iter()
+                            .map(|e| {
+                                svc.endpoints
+                                    .iter()
+                                    .find(|old| {
+                                        old.same_as(&e) && old.version == e.version && old.app_ports == e.app_ports
+                                    })
+                                    .cloned()
+                                    .unwrap_or_else(|| Arc::new(e))
+                            })
+                            .collect();
+                        next.services.insert(
+                            r.name.clone(),
+                            Arc::new(Service { endpoints: Arc::from(merged), endpoints_known: true, ..svc }),
+                        );
+                    })
+                }
+                (types::DIRECTORY, Some(pb::resource::Body::Directory(d))) => {
+                    next.directory =
+                        Arc::new(d.entries.iter().map(|e| (e.address.clone(), e.service.clone())).collect());
+                    Ok(())
+                }
+                (t, _) => Err(format!("resource {} has no body of type {t}", r.name)),
+            };
+            match result {
+                Ok(()) => {
+                    held.insert(r.name.clone(), r.version.clone());
+                }
+                Err(e) => rejected.push((r.name.clone(), e)),
+            }
+        }
+        for name in &resp.removed {
+            held.remove(name);
+            match resp.type_url.as_str() {
+                types::SERVICE => {
+                    if let Some(s) = next.services.get(name) {
+                        next.services.insert(name.clone(), Arc::new(Service { policy: None, ..(**s).clone() }));
+                    }
+                }
+                types::ENDPOINTS => {
+                    if let Some(s) = next.services.get(name) {
+                        next.services.insert(
+                            name.clone(),
+                            Arc::new(Service { endpoints: Arc::from(Vec::new()), ..(**s).clone() }),
+                        );
+                    }
+                }
+                types::DIRECTORY => next.directory = Arc::new(HashMap::new()),
+                _ => {}
+            }
+        }
+        if rejected.is_empty() {
+            next.accepted.insert(resp.type_url.clone(), resp.version_info.clone());
+        }
+        (next, rejected)
+    }
+}
+
+fn compile_endpoints(set: &pb::EndpointSet) -> Result<Vec<Endpoint>, String> {
+    set.endpoints
+        .iter()
+        .map(|e| {
+            let addr: SocketAddr =
+                e.address.parse().map_err(|_| format!("endpoint address {:?} is not IP:port", e.address))?;
+            if addr.ip() == IpAddr::from([0, 0, 0, 0]) || addr.port() == 0 {
+                return Err(format!("endpoint address {addr} cannot be dialled"));
+            }
+            let identity = if e.identity.is_empty() {
+                None
+            } else {
+                Some(e.identity.parse::<SpiffeId>().map_err(|err| format!("endpoint identity: {err}"))?)
+            };
+            let app_ports = e.app_ports.iter().filter_map(|p| u16::try_from(*p).ok()).collect();
+            Ok(Endpoint::new(
+                addr,
+                identity,
+                e.version.clone(),
+                e.instance.clone(),
+                app_ports,
+                Protocol::from_pb(e.protocol),
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints_response(nonce: &str, service: &str, addrs: &[(&str, &str)]) -> pb::DiscoveryResponse {
+        pb::DiscoveryResponse {
+            type_url: types::ENDPOINTS.into(),
+            version_info: nonce.into(),
+            nonce: nonce.into(),
+            resources: vec![pb::Resource {
+                name: service.into(),
+                version: format!("v{nonce}"),
+                body: Some(pb::resource::Body::Endpoints(pb::EndpointSet {
+                    endpoints: addrs
+                        .iter()
+                        .map(|(a, v)| pb::Endpoint {
+                            address: a.to_string(),
+                            identity: format!("spiffe://weft.local/ns/default/sa/{service}"),
+                            version: v.to_string(),
+                            instance: a.to_string(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                })),
+            }],
+            removed: vec![],
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoint_state_survives_updates() {
+        let v = MeshView::default();
+        let (v, rej) = v.apply(&endpoints_response("1", "bar", &[("127.0.0.1:1", ""), ("127.0.0.1:2", "")]));
+        assert!(rej.is_empty());
+        let first = v.services["bar"].endpoints[0].clone();
+        first.load.observe(std::time::Duration::from_millis(7), Instant::now());
+        let (v, _) = v.apply(&endpoints_response("2", "bar", &[("127.0.0.1:1", ""), ("127.0.0.1:3", "")]));
+        assert!(Arc::ptr_eq(&v.services["bar"].endpoints[0], &first));
+        assert_eq!(v.services["bar"].endpoints.len(), 2);
+        assert_eq!(v.held[types::ENDPOINTS]["bar"], "v2");
+        assert_eq!(v.accepted[types::ENDPOINTS], "2");
+    }
+
+    #[test]
+    fn a_bad_resource_is_rejected_and_the_rest_applied() {
+        let v = MeshView::default();
+        let (v, _) = v.apply(&endpoints_response("1", "bar", &[("127.0.0.1:1", "")]));
+        let mut resp = endpoints_response("2", "bar", &[("nonsense", "")]);
+        resp.resources.extend(endpoints_response("2", "baz", &[("127.0.0.1:9", "")]).resources);
+        let (v, rejected) = v.apply(&resp);
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].0, "bar");
+        assert_eq!(v.services["bar"].endpoints[0].addr.port(), 1, "the last good one stays");
+        assert_eq!(v.services["baz"].endpoints.len(), 1);
+        assert_eq!(v.accepted[types::ENDPOINTS], "1", "a NACKed response is not accepted");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn split_only_counts_versions_with_endpoints() {
+        let v = MeshView::default();
+        let (v, _) = v.apply(&endpoints_response("1", "bar", &[("127.0.0.1:1", "v1")]));
+        let svc = v.services["bar"].clone();
+        let svc = Service {
+            policy: Some(Arc::new(
+                Policy::compile(&pb::ServicePolicy {
+                    name: "bar".into(),
+                    split: vec![
+                        pb::SplitWeight { version: "v1".into(), weight: 10 },
+                        pb::SplitWeight { version: "v2".into(), weight: 90 },
+                    ],
+                    ..Default::default()
+                })
+                .unwrap(),
+            )),
+            ..(*svc).clone()
+        };
+        for _ in 0..50 {
+            assert_eq!(svc.choose(Instant::now(), None).unwrap().version, "v1");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ejected_canary_sends_its_share_to_the_others() {
+        let v = MeshView::default();
+        let (v, _) = v.apply(&endpoints_response("1", "bar", &[("127.0.0.1:1", "v1"), ("127.0.0.1:2", "v2")]));
+        let policy = Policy::compile(&pb::ServicePolicy {
+            name: "bar".into(),
+            split: vec![
+                pb::SplitWeight { version: "v1".into(), weight: 0 },
+                pb::SplitWeight { version: "v2".into(), weight: 100 },
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        let svc = Service { policy: Some(Arc::new(policy)), ..(*v.services["bar"]).clone() };
+        assert!((0..20).all(|_| svc.choose(Instant::now(), None).unwrap().version == "v2"));
+        let cfg =
+            crate::policy::OutlierConfig { consecutive_failures: 1, ..crate::policy::BreakerConfig::default().outlier };
+        let v2 = svc.endpoints.iter().find(|e| e.version == "v2").unwrap();
+        v2.outlier.on_failure(&cfg, Instant::now(), true);
+        assert!((0..20).all(|_| svc.choose(Instant::now(), None).unwrap().version == "v1"));
+    }
+}

@@ -1,0 +1,6 @@
+//! Helpers for Weft's end-to-end tests: starting the real binaries, small test applications, and
+//! reading metrics.
+
+pub mod apps;
+pub mod harness;
+pub mod netns;

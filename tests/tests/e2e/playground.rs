@@ -1,0 +1,61 @@
+//! The playground (issue #6): `weft playground` as local processes.
+
+use std::process::Command;
+use std::time::Duration;
+
+use weft_tests::harness::{bin, TestDir};
+
+/// A base port with the 60 ports after it free.
+fn free_base() -> u16 {
+    let start = 30000 + (std::process::id() % 500) as u16 * 60;
+    (0..100)
+        .map(|i| start.wrapping_add(i * 60))
+        .find(|b| (*b..*b + 60).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()))
+        .expect("a free port range")
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(needle) {
+                out.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_local_playground_runs_over_mtls_and_leaves_nothing_behind() {
+    let dir = TestDir::new("playground");
+    let work = dir.path().join("pg");
+    let base = free_base();
+    let out = Command::new(bin("weft"))
+        .args(["playground", "--duration", "15s", "--plain", "--base-port", &base.to_string(), "--dir"])
+        .arg(&work)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}\n{stdout}\n{stderr}", out.status);
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.starts_with("playground summary:"), "{stdout}");
+    let success: f64 = last
+        .split("success ")
+        .nth(1)
+        .and_then(|s| s.split('%').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no success rate in {last:?}"));
+    assert!(success >= 99.0, "success {success}%: {stdout}");
+    assert!(last.contains("mTLS on every hop: yes"), "{last}");
+    let requests: u64 = last.split_whitespace().nth(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+    assert!(requests >= 250, "about 20 rps for 15 s: {last}");
+    // Every line shows all four proxies connected.
+    assert!(stdout.lines().filter(|l| l.starts_with("t=")).all(|l| l.contains("connected 4/4")), "{stdout}");
+    std::thread::sleep(Duration::from_millis(200));
+    let left = processes_mentioning(&work.display().to_string());
+    assert!(left.is_empty(), "processes left behind: {left:#?}");
+}
