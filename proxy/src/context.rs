@@ -199,7 +199,12 @@ pub fn test_context() -> Arc<ProxyContext> {
     let identity = IdentityStore::new();
     let verifier = weft_certs::tls::SpiffeClientVerifier::new(bundle.clone(), "weft.local", true);
     let inbound_tls = Arc::new(weft_certs::tls::server_config(identity.clone(), verifier, &[]));
-    let connector = Arc::new(crate::pool::peer::PeerConnector::new(identity.clone(), bundle.clone(), "weft.local", Duration::from_secs(1)));
+    let connector = Arc::new(crate::pool::peer::PeerConnector::new(
+        identity.clone(),
+        bundle.clone(),
+        "weft.local",
+        Duration::from_secs(1),
+    ));
     let cfg = crate::args::Cli::try_parse_from_test();
     let (subscribe, _) = mpsc::unbounded_channel();
     Arc::new(ProxyContext {

@@ -147,7 +147,11 @@ async fn apply_faults(f: &Faults, deadline: Option<Instant>) -> Result<(), Proxy
 }
 
 /// An upgrade request: its own connection to the app, spliced after `101`.
-async fn upgrade_to_app(ctx: &ProxyContext, req: Request<Incoming>, app_addr: SocketAddr) -> Result<Response<Body>, ProxyError> {
+async fn upgrade_to_app(
+    ctx: &ProxyContext,
+    req: Request<Incoming>,
+    app_addr: SocketAddr,
+) -> Result<Response<Body>, ProxyError> {
     let tcp = tokio::time::timeout(ctx.cfg.connect_timeout, tokio::net::TcpStream::connect(app_addr))
         .await
         .map_err(|_| ProxyError::AppUnavailable(format!("{app_addr}: connect timed out")))?
