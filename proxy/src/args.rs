@@ -92,6 +92,9 @@ pub struct RunArgs {
     /// keep-alive timeout (Node's is 5 s) so the proxy never reuses a connection the app is closing.
     #[arg(long, env = "WEFT_PROXY_POOL_IDLE_TIMEOUT", default_value = "3s")]
     pub pool_idle_timeout: String,
+    /// Opaque TCP connections with no byte moving either way for this long are closed (`0s`: never).
+    #[arg(long, env = "WEFT_PROXY_TCP_IDLE_TIMEOUT", default_value = "1h")]
+    pub tcp_idle_timeout: String,
     /// On shutdown, how long to keep serving after withdrawing this endpoint (callers move away
     /// meanwhile) before closing the inbound listener.
     #[arg(long, env = "WEFT_PROXY_SHUTDOWN_DELAY", default_value = "2s")]
@@ -207,6 +210,7 @@ impl RunArgs {
         let header_read_timeout = dur("header-read-timeout", &self.header_read_timeout);
         let connect_timeout = dur("connect-timeout", &self.connect_timeout);
         let pool_idle_timeout = dur("pool-idle-timeout", &self.pool_idle_timeout);
+        let tcp_idle_timeout = dur("tcp-idle-timeout", &self.tcp_idle_timeout);
         let shutdown_grace = dur("shutdown-grace", &self.shutdown_grace);
         let shutdown_delay = dur("shutdown-delay", &self.shutdown_delay);
         if !matches!(self.log_format.as_str(), "text" | "json") {
@@ -251,6 +255,7 @@ impl RunArgs {
             header_read_timeout: header_read_timeout.unwrap_or_default(),
             connect_timeout: connect_timeout.unwrap_or_default(),
             pool_idle_timeout: pool_idle_timeout.unwrap_or_default(),
+            tcp_idle_timeout: tcp_idle_timeout.unwrap_or_default(),
             shutdown_grace: shutdown_grace.unwrap_or_default(),
             shutdown_delay: shutdown_delay.unwrap_or_default(),
             access_log: access_log.unwrap_or(AccessLog::Off),

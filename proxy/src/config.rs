@@ -41,6 +41,7 @@ pub struct ProxyConfig {
     pub header_read_timeout: Duration,
     pub connect_timeout: Duration,
     pub pool_idle_timeout: Duration,
+    pub tcp_idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub shutdown_delay: Duration,
     pub access_log: AccessLog,

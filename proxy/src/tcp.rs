@@ -1,9 +1,13 @@
 //! Opaque TCP: the preamble that tells the peer which port a tunnelled connection is for, and the
-//! byte relay with its metrics.
+//! byte relay with its idle timeout and metrics.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
 use weft_proto::contract::TCP_PREAMBLE_MAGIC;
 
 use crate::metrics::ProxyMetrics;
@@ -27,18 +31,89 @@ pub async fn read_preamble<R: AsyncRead + Unpin>(r: &mut R, timeout: Duration) -
     Ok(u16::from_be_bytes([buf[4], buf[5]]))
 }
 
-/// Relays bytes both ways until both sides are done; counts them per direction.
-pub async fn relay<A, B>(client: &mut A, server: &mut B, metrics: &ProxyMetrics, direction: &'static str)
-where
+/// Relays bytes both ways until both sides are done, or until no byte has moved either way for
+/// `idle` (zero: never); counts them per direction.
+pub async fn relay<A, B>(
+    client: &mut A,
+    server: &mut B,
+    metrics: &ProxyMetrics,
+    direction: &'static str,
+    idle: Duration,
+) where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    match tokio::io::copy_bidirectional(client, server).await {
-        Ok((to_server, to_client)) => {
-            metrics.tcp_bytes.with(&[direction, "to_server"]).add(to_server);
-            metrics.tcp_bytes.with(&[direction, "to_client"]).add(to_client);
+    let started = Instant::now();
+    let last_ms = AtomicU64::new(0);
+    // Every byte of both directions is read from or written to the client side, so watching that
+    // side alone sees all activity.
+    let mut watched = Watched { io: client, started, last_ms: &last_ms };
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut watched, server) => match copied {
+            Ok((to_server, to_client)) => {
+                metrics.tcp_bytes.with(&[direction, "to_server"]).add(to_server);
+                metrics.tcp_bytes.with(&[direction, "to_client"]).add(to_client);
+            }
+            Err(e) => tracing::debug!(direction, "TCP relay ended: {e}"),
+        },
+        _ = idle_for(idle, started, &last_ms) => tracing::debug!(direction, ?idle, "TCP connection idle; closed"),
+    }
+}
+
+/// Resolves once `idle` has passed since the last activity recorded in `last_ms` (milliseconds
+/// after `started`); never when `idle` is zero.
+async fn idle_for(idle: Duration, started: Instant, last_ms: &AtomicU64) {
+    if idle.is_zero() {
+        return std::future::pending().await;
+    }
+    loop {
+        let expires = started + Duration::from_millis(last_ms.load(Ordering::Relaxed)) + idle;
+        if Instant::now() >= expires {
+            return;
         }
-        Err(e) => tracing::debug!(direction, "TCP relay ended: {e}"),
+        tokio::time::sleep_until(expires).await;
+    }
+}
+
+/// An I/O object that records when bytes last moved through it.
+struct Watched<'a, T: ?Sized> {
+    io: &'a mut T,
+    started: Instant,
+    last_ms: &'a AtomicU64,
+}
+
+impl<T: ?Sized> Watched<'_, T> {
+    fn touch(&self) {
+        self.last_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin + ?Sized> AsyncRead for Watched<'_, T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin + ?Sized> AsyncWrite for Watched<'_, T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut *self.io).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.io).poll_shutdown(cx)
     }
 }
 
@@ -66,7 +141,7 @@ where
     };
     let _ = upstream.set_nodelay(true);
     tokio::select! {
-        _ = relay(io, &mut upstream, &ctx.metrics, direction) => {}
+        _ = relay(io, &mut upstream, &ctx.metrics, direction, ctx.cfg.tcp_idle_timeout) => {}
         _ = crate::outbound::drained_then_grace(ctx) => {}
     }
     true
@@ -83,5 +158,39 @@ mod tests {
         assert_eq!(read_preamble(&mut b, Duration::from_secs(1)).await.unwrap(), 5432);
         a.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
         assert!(read_preamble(&mut b, Duration::from_secs(1)).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relay_closes_after_idle_time_and_not_while_bytes_move() {
+        let metrics = ProxyMetrics::new();
+        let (mut client, mut client_proxy) = tokio::io::duplex(1024);
+        let (mut server_proxy, mut server) = tokio::io::duplex(1024);
+        let relay = tokio::spawn(async move {
+            relay(&mut client_proxy, &mut server_proxy, &metrics, "outbound", Duration::from_secs(10)).await;
+            Instant::now()
+        });
+        let started = Instant::now();
+        let mut buf = [0u8; 4];
+        // Activity every 6 s, alternating directions, keeps it open well past the idle timeout.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            client.write_all(b"ping").await.unwrap();
+            server.read_exact(&mut buf).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            server.write_all(b"pong").await.unwrap();
+            client.read_exact(&mut buf).await.unwrap();
+        }
+        assert!(!relay.is_finished(), "closed while bytes were moving");
+        let last = Instant::now();
+        let closed = relay.await.unwrap();
+        assert_eq!(last - started, Duration::from_secs(48));
+        assert!(
+            closed - last >= Duration::from_secs(10) && closed - last < Duration::from_secs(11),
+            "{:?}",
+            closed - last
+        );
+        // Both sides see the connection end.
+        assert_eq!(client.read(&mut buf).await.unwrap(), 0);
+        assert_eq!(server.read(&mut buf).await.unwrap(), 0);
     }
 }

@@ -50,7 +50,7 @@ where
                     ep.outlier.on_success();
                     ctx.metrics.tcp_connections.with(&["outbound", &svc.name, "true", "true"]).inc();
                     tokio::select! {
-                        _ = crate::tcp::relay(&mut client, &mut tls, &ctx.metrics, "outbound") => {}
+                        _ = crate::tcp::relay(&mut client, &mut tls, &ctx.metrics, "outbound", ctx.cfg.tcp_idle_timeout) => {}
                         _ = super::drained_then_grace(ctx) => {}
                     }
                     return;
@@ -65,7 +65,7 @@ where
                     let _ = s.set_nodelay(true);
                     ctx.metrics.tcp_connections.with(&["outbound", &svc.name, "false", "false"]).inc();
                     tokio::select! {
-                        _ = crate::tcp::relay(&mut client, &mut s, &ctx.metrics, "outbound") => {}
+                        _ = crate::tcp::relay(&mut client, &mut s, &ctx.metrics, "outbound", ctx.cfg.tcp_idle_timeout) => {}
                         _ = super::drained_then_grace(ctx) => {}
                     }
                     return;

@@ -116,7 +116,9 @@ fn opaque_tcp_and_a_server_speaks_first_protocol() {
     // A client-first binary protocol on an ordinary port: detected as opaque, tunnelled.
     let echo_app = TcpApp::start("127.0.0.1:0", None);
     let _baz = m.proxy(ProxyOpts::new("baz").app(echo_app.addr));
-    let foo = m.proxy(ProxyOpts::client("foo").upstream("bar").upstream("baz"));
+    let mut foo_opts = ProxyOpts::client("foo").upstream("bar").upstream("baz");
+    foo_opts.extra = vec!["--tcp-idle-timeout".into(), "1s".into()];
+    let foo = m.proxy(foo_opts);
     foo.wait_endpoints("bar", 1, Duration::from_secs(10));
     foo.wait_endpoints("baz", 1, Duration::from_secs(10));
 
@@ -130,6 +132,11 @@ fn opaque_tcp_and_a_server_speaks_first_protocol() {
     s.write_all(b"PING\r\n").unwrap();
     let n = s.read(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"PING\r\n");
+    // Left idle, the connection is closed by foo's proxy after its --tcp-idle-timeout.
+    let idle_from = Instant::now();
+    assert_eq!(s.read(&mut buf).expect("closed when idle, within the read timeout"), 0);
+    let idle = idle_from.elapsed();
+    assert!(idle >= Duration::from_millis(900) && idle < Duration::from_secs(5), "closed after {idle:?}");
 
     let mut s = TcpStream::connect(foo.upstream("baz")).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
