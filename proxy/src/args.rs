@@ -92,7 +92,8 @@ pub struct RunArgs {
     /// keep-alive timeout (Node's is 5 s) so the proxy never reuses a connection the app is closing.
     #[arg(long, env = "WEFT_PROXY_POOL_IDLE_TIMEOUT", default_value = "3s")]
     pub pool_idle_timeout: String,
-    /// Opaque TCP connections with no byte moving either way for this long are closed (`0s`: never).
+    /// Opaque TCP and upgraded HTTP connections with no byte moving either way for this long are
+    /// closed (`0s`: never).
     #[arg(long, env = "WEFT_PROXY_TCP_IDLE_TIMEOUT", default_value = "1h")]
     pub tcp_idle_timeout: String,
     /// On shutdown, how long to keep serving after withdrawing this endpoint (callers move away

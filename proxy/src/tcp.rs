@@ -1,5 +1,5 @@
 //! Opaque TCP: the preamble that tells the peer which port a tunnelled connection is for, and the
-//! byte relay with its idle timeout and metrics.
+//! byte relay (also used for upgraded HTTP connections) with its idle timeout and metrics.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,20 +43,31 @@ pub async fn relay<A, B>(
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
+    match splice(client, server, idle).await {
+        Some(Ok((to_server, to_client))) => {
+            metrics.tcp_bytes.with(&[direction, "to_server"]).add(to_server);
+            metrics.tcp_bytes.with(&[direction, "to_client"]).add(to_client);
+        }
+        Some(Err(e)) => tracing::debug!(direction, "TCP relay ended: {e}"),
+        None => tracing::debug!(direction, ?idle, "TCP connection idle; closed"),
+    }
+}
+
+/// Copies bytes both ways until both sides are done (the byte counts each way), or returns None
+/// once no byte has moved either way for `idle` (zero: never).
+pub async fn splice<A, B>(client: &mut A, server: &mut B, idle: Duration) -> Option<std::io::Result<(u64, u64)>>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
     let started = Instant::now();
     let last_ms = AtomicU64::new(0);
     // Every byte of both directions is read from or written to the client side, so watching that
     // side alone sees all activity.
     let mut watched = Watched { io: client, started, last_ms: &last_ms };
     tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut watched, server) => match copied {
-            Ok((to_server, to_client)) => {
-                metrics.tcp_bytes.with(&[direction, "to_server"]).add(to_server);
-                metrics.tcp_bytes.with(&[direction, "to_client"]).add(to_client);
-            }
-            Err(e) => tracing::debug!(direction, "TCP relay ended: {e}"),
-        },
-        _ = idle_for(idle, started, &last_ms) => tracing::debug!(direction, ?idle, "TCP connection idle; closed"),
+        copied = tokio::io::copy_bidirectional(&mut watched, server) => Some(copied),
+        _ = idle_for(idle, started, &last_ms) => None,
     }
 }
 

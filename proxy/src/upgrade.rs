@@ -2,6 +2,8 @@
 //! HTTP/1.1 connection (mTLS between proxies), and after `101 Switching Protocols` the two
 //! upgraded connections are spliced together.
 
+use std::time::Duration;
+
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -10,10 +12,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::http::errors::ProxyError;
 use crate::http::{incoming, Body};
 
-/// Sends an upgrade request over `upstream` (a fresh connection) and, on 101, joins both sides.
+/// Sends an upgrade request over `upstream` (a fresh connection) and, on 101, joins both sides
+/// until both are done or nothing moved either way for `idle` (zero: never).
 pub async fn forward<T>(
     mut req: Request<Incoming>,
     upstream: T,
+    idle: Duration,
     adjust: impl FnOnce(&mut http::request::Parts),
 ) -> Result<Response<Body>, ProxyError>
 where
@@ -40,8 +44,10 @@ where
             match tokio::try_join!(on_client, on_server) {
                 Ok((client, server)) => {
                     let (mut a, mut b) = (TokioIo::new(client), TokioIo::new(server));
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
-                        tracing::debug!("upgraded connection ended: {e}");
+                    match crate::tcp::splice(&mut a, &mut b, idle).await {
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => tracing::debug!("upgraded connection ended: {e}"),
+                        None => tracing::debug!(?idle, "upgraded connection idle; closed"),
                     }
                 }
                 Err(e) => tracing::debug!("upgrade failed: {e}"),

@@ -156,5 +156,5 @@ async fn upgrade_to_app(
         .await
         .map_err(|_| ProxyError::AppUnavailable(format!("{app_addr}: connect timed out")))?
         .map_err(|e| ProxyError::AppUnavailable(format!("{app_addr}: {e}")))?;
-    crate::upgrade::forward(req, tcp, |_| {}).await
+    crate::upgrade::forward(req, tcp, ctx.cfg.tcp_idle_timeout, |_| {}).await
 }

@@ -30,7 +30,7 @@ pub async fn handle(
                 .connect(ep.addr, id, Alpn::Http1)
                 .await
                 .map_err(|e| ProxyError::ConnectFailed(e.to_string()))?;
-            crate::upgrade::forward(req, tls, |parts| {
+            crate::upgrade::forward(req, tls, ctx.cfg.tcp_idle_timeout, |parts| {
                 headers::strip_weft(&mut parts.headers, false);
                 parts.headers.insert(crate::http::headers::names::DST_PORT, HeaderValue::from(port));
             })
@@ -41,7 +41,10 @@ pub async fn handle(
                 .await
                 .map_err(|_| ProxyError::ConnectFailed(format!("{}: timed out", ep.addr)))?
                 .map_err(|e| ProxyError::ConnectFailed(format!("{}: {e}", ep.addr)))?;
-            crate::upgrade::forward(req, tcp, |parts| headers::strip_weft(&mut parts.headers, false)).await
+            crate::upgrade::forward(req, tcp, ctx.cfg.tcp_idle_timeout, |parts| {
+                headers::strip_weft(&mut parts.headers, false)
+            })
+            .await
         }
     }
 }

@@ -325,7 +325,9 @@ fn websocket_echo_through_the_mesh() {
     let m = Mesh::start("ws", MESH);
     let ws = WsApp::start();
     let _bar = m.proxy(ProxyOpts::new("bar").app(ws.addr));
-    let foo = m.proxy(ProxyOpts::client("foo").upstream("bar"));
+    let mut foo_opts = ProxyOpts::client("foo").upstream("bar");
+    foo_opts.extra = vec!["--tcp-idle-timeout".into(), "1s".into()];
+    let foo = m.proxy(foo_opts);
     foo.wait_endpoints("bar", 1, Duration::from_secs(10));
     let addr = foo.upstream("bar");
     rt().block_on(async move {
@@ -347,6 +349,12 @@ fn websocket_echo_through_the_mesh() {
             let got = tokio::time::timeout(Duration::from_secs(5), apps::read_frame(&mut s)).await.unwrap().unwrap();
             assert_eq!(got, msg.as_bytes());
         }
+        // Left idle, the upgraded connection is closed by foo's proxy after its --tcp-idle-timeout.
+        let idle_from = tokio::time::Instant::now();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await;
+        assert_eq!(read.expect("closed when idle, within 5 s").unwrap(), 0);
+        let idle = idle_from.elapsed();
+        assert!(idle >= Duration::from_millis(900), "closed after {idle:?}");
     });
 }
 
