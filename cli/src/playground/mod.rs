@@ -19,7 +19,7 @@ use processes::Topology;
 
 #[derive(Args, Debug, Clone)]
 pub struct PlaygroundArgs {
-    /// Stop after this long (e.g. 15s, 10m); default: until Ctrl-C.
+    /// Stop after this long (e.g. 15 or 15s, 10m; a bare number is seconds); default: until Ctrl-C.
     #[arg(long)]
     pub duration: Option<String>,
     /// Requests per second the load generator sends to web.
@@ -36,14 +36,16 @@ pub struct PlaygroundArgs {
     pub plain: bool,
 }
 
+/// How long to run: a duration with its unit, or a bare number of seconds (as `timeout 15`).
+fn run_time(s: &str) -> anyhow::Result<Duration> {
+    match s.trim().parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => weft_proto::duration::parse_duration(s).map_err(anyhow::Error::msg),
+    }
+}
+
 pub fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
-    let duration = args
-        .duration
-        .as_deref()
-        .map(weft_proto::duration::parse_duration)
-        .transpose()
-        .map_err(anyhow::Error::msg)
-        .context("--duration")?;
+    let duration = args.duration.as_deref().map(run_time).transpose().context("--duration")?;
     anyhow::ensure!((1..=2000).contains(&args.rps), "--rps must be 1 to 2000");
     anyhow::ensure!(args.base_port >= 1024 && args.base_port <= 65000, "--base-port must be 1024 to 65000");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
@@ -108,15 +110,14 @@ pub struct LoadArgs {
     pub url: String,
     #[arg(long, default_value_t = 10)]
     pub rps: u32,
-    /// Stop after this long; default: until stopped.
+    /// Stop after this long (a bare number is seconds); default: until stopped.
     #[arg(long)]
     pub duration: Option<String>,
 }
 
 /// `weft load`: the playground's load generator on its own (the compose playground runs it).
 pub fn load_command(args: LoadArgs) -> anyhow::Result<()> {
-    let duration =
-        args.duration.as_deref().map(weft_proto::duration::parse_duration).transpose().map_err(anyhow::Error::msg)?;
+    let duration = args.duration.as_deref().map(run_time).transpose().context("--duration")?;
     anyhow::ensure!((1..=2000).contains(&args.rps), "--rps must be 1 to 2000");
     anyhow::ensure!(args.url.starts_with("http://"), "--url must be an http:// URL");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -156,4 +157,18 @@ pub fn load_command(args: LoadArgs) -> anyhow::Result<()> {
         load.finish().await;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_time_takes_bare_seconds_or_a_unit() {
+        assert_eq!(run_time("15").unwrap(), Duration::from_secs(15));
+        assert_eq!(run_time("15s").unwrap(), Duration::from_secs(15));
+        assert_eq!(run_time("2m").unwrap(), Duration::from_secs(120));
+        assert!(run_time("15x").is_err());
+        assert!(run_time("-1").is_err());
+    }
 }

@@ -34,7 +34,7 @@ fn the_local_playground_runs_over_mtls_and_leaves_nothing_behind() {
     let work = dir.path().join("pg");
     let base = free_base();
     let out = Command::new(bin("weft"))
-        .args(["playground", "--duration", "15s", "--plain", "--base-port", &base.to_string(), "--dir"])
+        .args(["playground", "--duration", "15", "--plain", "--base-port", &base.to_string(), "--dir"])
         .arg(&work)
         .output()
         .unwrap();
