@@ -15,6 +15,7 @@ use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use thiserror::Error;
 
+use crate::provenance::Provenance;
 use crate::spiffe::{validate_trust_domain, SpiffeId};
 use crate::token::{self, TokenClaims, TokenError};
 use crate::x509;
@@ -36,6 +37,8 @@ pub enum CaError {
     Exists(PathBuf),
     #[error("invalid CA files: {0}")]
     Invalid(String),
+    #[error("{0} is readable by other users (mode {1:o}): the CA key must be private. Fix it with `chmod 600 {0}`")]
+    KeyExposed(PathBuf, u32),
     #[error(transparent)]
     Spiffe(#[from] crate::SpiffeError),
     #[error("identity {id} is in trust domain {got}, but this CA's trust domain is {want}")]
@@ -108,6 +111,13 @@ impl CertificateAuthority {
     pub fn load(dir: &Path) -> Result<Self, CaError> {
         let (cert_path, key_path) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));
         let cert_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&key_path).map_err(io_err(&key_path))?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(CaError::KeyExposed(key_path, mode));
+            }
+        }
         let key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
         let cert_der = crate::pem::certs(cert_pem.as_bytes())
             .map_err(CaError::Invalid)?
@@ -151,26 +161,49 @@ impl CertificateAuthority {
         Ok(())
     }
 
-    /// A join token that lets its bearer claim exactly `id` (and no other) until `ttl` from now.
-    pub fn join_token(&self, id: &SpiffeId, ttl: Duration) -> Result<String, CaError> {
+    /// A join token that lets its bearer claim exactly `id` (and no other) until `ttl` from now;
+    /// with `instance`, only for a proxy of that instance name. Returns the token and its claims.
+    pub fn join_token(
+        &self,
+        id: &SpiffeId,
+        ttl: Duration,
+        instance: Option<&str>,
+    ) -> Result<(String, TokenClaims), CaError> {
         self.check_workload_identity(id)?;
+        if let Some(i) = instance.filter(|i| !crate::provenance::valid_instance(i)) {
+            return Err(CaError::Invalid(format!("instance name {i:?}: use letters, digits, '.', '-', '_' and ':'")));
+        }
         let iat = unix_now();
-        let claims = TokenClaims { id: id.to_string(), iat, exp: iat + ttl.as_secs().max(1) };
-        Ok(token::sign(&claims, &self.token_key)?)
+        let claims = TokenClaims {
+            id: id.to_string(),
+            iat,
+            exp: iat + ttl.as_secs().max(1),
+            jti: token::new_id(),
+            instance: instance.map(str::to_string),
+        };
+        Ok((token::sign(&claims, &self.token_key)?, claims))
     }
 
-    /// Verifies a join token and that it grants `asked`.
-    pub fn verify_join_token(&self, token: &str, asked: &SpiffeId) -> Result<(), CaError> {
-        let (_, granted) = token::verify(token, &self.public_key, unix_now())?;
+    /// Verifies a join token and that it grants `asked`; returns its claims.
+    pub fn verify_join_token(&self, token: &str, asked: &SpiffeId) -> Result<TokenClaims, CaError> {
+        let (claims, granted) = token::verify(token, &self.public_key, unix_now())?;
         if &granted != asked {
             return Err(TokenError::WrongIdentity { granted: granted.to_string(), asked: asked.to_string() }.into());
         }
-        self.check_workload_identity(asked)
+        self.check_workload_identity(asked)?;
+        Ok(claims)
     }
 
     /// Signs a workload CSR that asks for exactly `id` (one URI SAN, nothing else). The certificate
-    /// is built from our own template: only the CSR's public key is taken from it.
-    pub fn sign_csr(&self, csr_der: &[u8], id: &SpiffeId, ttl: Duration) -> Result<IssuedCertChain, CaError> {
+    /// is built from our own template: only the CSR's public key is taken from it; `provenance`
+    /// (the join token behind it) is recorded in its subject.
+    pub fn sign_csr(
+        &self,
+        csr_der: &[u8],
+        id: &SpiffeId,
+        ttl: Duration,
+        provenance: Option<&Provenance>,
+    ) -> Result<IssuedCertChain, CaError> {
         self.check_workload_identity(id)?;
         let csr = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
             .map_err(|e| CaError::BadCsr(e.to_string()))?;
@@ -187,7 +220,7 @@ impl CertificateAuthority {
         if csr.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
             return Err(CaError::BadCsr("the CSR key must be ECDSA P-256".into()));
         }
-        let cert = leaf_params(id, ttl)?
+        let cert = leaf_params(id, ttl, provenance)?
             .signed_by(&csr.public_key, &self.issuer()?)
             .map_err(|e| CaError::Sign(e.to_string()))?;
         let der = cert.der().clone();
@@ -199,7 +232,7 @@ impl CertificateAuthority {
     pub fn issue_controller(&self, ttl: Duration) -> Result<IssuedCert, CaError> {
         let id = SpiffeId::controller(&self.trust_domain)?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Sign(e.to_string()))?;
-        let cert = leaf_params(&id, ttl)?.signed_by(&key, &self.issuer()?).map_err(|e| CaError::Sign(e.to_string()))?;
+        let cert = leaf_params(&id, ttl, None)?.signed_by(&key, &self.issuer()?).map_err(|e| CaError::Sign(e.to_string()))?;
         let der = cert.der().clone();
         let not_after_unix = x509::not_after_unix(&der).map_err(|e| CaError::Sign(e.to_string()))?;
         Ok(IssuedCert { chain: vec![der], key: PrivatePkcs8KeyDer::from(key.serialize_der()), not_after_unix })
@@ -216,7 +249,7 @@ impl CertificateAuthority {
             });
         }
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Sign(e.to_string()))?;
-        let cert = leaf_params(id, ttl)?.signed_by(&key, &self.issuer()?).map_err(|e| CaError::Sign(e.to_string()))?;
+        let cert = leaf_params(id, ttl, None)?.signed_by(&key, &self.issuer()?).map_err(|e| CaError::Sign(e.to_string()))?;
         let der = cert.der().clone();
         let not_after_unix = x509::not_after_unix(&der).map_err(|e| CaError::Sign(e.to_string()))?;
         Ok(IssuedCert { chain: vec![der], key: PrivatePkcs8KeyDer::from(key.serialize_der()), not_after_unix })
@@ -233,11 +266,16 @@ pub struct IssuedCertChain {
     pub not_after_unix: i64,
 }
 
-fn leaf_params(id: &SpiffeId, ttl: Duration) -> Result<CertificateParams, CaError> {
+fn leaf_params(id: &SpiffeId, ttl: Duration, provenance: Option<&Provenance>) -> Result<CertificateParams, CaError> {
     let mut params = CertificateParams::default();
-    // Leaves carry no subject: the identity is the SPIFFE URI SAN alone (marked critical by rcgen
-    // because the subject is empty, as RFC 5280 asks).
-    params.distinguished_name = DistinguishedName::new();
+    // The identity is the SPIFFE URI SAN alone; the subject only records where the certificate
+    // came from (empty for the controller's own, and then rcgen marks the SAN critical, as RFC 5280
+    // asks).
+    let mut dn = DistinguishedName::new();
+    if let Some(p) = provenance {
+        dn.push(DnType::OrganizationalUnitName, p.to_ou());
+    }
+    params.distinguished_name = dn;
     params.subject_alt_names =
         vec![SanType::URI(id.to_string().try_into().map_err(|_| CaError::Sign("identity is not IA5".into()))?)];
     params.is_ca = IsCa::ExplicitNoCa;
@@ -312,6 +350,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(dir.join(CA_KEY_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        // A key others can read is refused, with the fix in the message.
+        fs::set_permissions(dir.join(CA_KEY_FILE), fs::Permissions::from_mode(0o644)).unwrap();
+        let err = CertificateAuthority::load(&dir).err().unwrap().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
     }
 
     #[test]
@@ -330,8 +372,9 @@ mod tests {
         let ca = ca("token");
         let foo = SpiffeId::new("weft.local", "default", "foo").unwrap();
         let bar = SpiffeId::new("weft.local", "default", "bar").unwrap();
-        let token = ca.join_token(&foo, Duration::from_secs(60)).unwrap();
-        ca.verify_join_token(&token, &foo).unwrap();
+        let (token, claims) = ca.join_token(&foo, Duration::from_secs(60), None).unwrap();
+        assert_eq!(ca.verify_join_token(&token, &foo).unwrap(), claims);
+        assert!(token::is_id(&claims.jti));
         assert!(matches!(ca.verify_join_token(&token, &bar), Err(CaError::Token(TokenError::WrongIdentity { .. }))));
     }
 
@@ -339,9 +382,9 @@ mod tests {
     fn token_from_another_ca_or_tampered_is_refused() {
         let (a, b) = (ca("token-a"), ca("token-b"));
         let foo = SpiffeId::new("weft.local", "default", "foo").unwrap();
-        let token = b.join_token(&foo, Duration::from_secs(60)).unwrap();
+        let (token, _) = b.join_token(&foo, Duration::from_secs(60), None).unwrap();
         assert!(matches!(a.verify_join_token(&token, &foo), Err(CaError::Token(TokenError::BadSignature))));
-        let mine = a.join_token(&foo, Duration::from_secs(60)).unwrap();
+        let (mine, _) = a.join_token(&foo, Duration::from_secs(60), None).unwrap();
         let (head, sig) = mine.rsplit_once('.').unwrap();
         let (_, payload) = head.split_once('.').unwrap();
         let forged = format!("weft1.{payload}x.{sig}");
@@ -353,7 +396,8 @@ mod tests {
     fn expired_token_is_refused() {
         let ca = ca("expired");
         let foo = SpiffeId::new("weft.local", "default", "foo").unwrap();
-        let claims = TokenClaims { id: foo.to_string(), iat: 1, exp: unix_now() - 1 };
+        let claims =
+            TokenClaims { id: foo.to_string(), iat: 1, exp: unix_now() - 1, jti: token::new_id(), instance: None };
         let token = token::sign(&claims, &ca.token_key).unwrap();
         assert!(matches!(ca.verify_join_token(&token, &foo), Err(CaError::Token(TokenError::Expired))));
     }
@@ -362,11 +406,14 @@ mod tests {
     fn system_namespace_and_foreign_trust_domain_are_refused() {
         let ca = ca("reserved");
         let ctl = SpiffeId::controller("weft.local").unwrap();
-        assert!(matches!(ca.join_token(&ctl, Duration::from_secs(60)), Err(CaError::Reserved(_))));
+        assert!(matches!(ca.join_token(&ctl, Duration::from_secs(60), None), Err(CaError::Reserved(_))));
         let other = SpiffeId::new("other.td", "default", "foo").unwrap();
-        assert!(matches!(ca.join_token(&other, Duration::from_secs(60)), Err(CaError::WrongTrustDomain { .. })));
+        assert!(matches!(
+            ca.join_token(&other, Duration::from_secs(60), None),
+            Err(CaError::WrongTrustDomain { .. })
+        ));
         let (_, csr) = workload_csr(&ctl).unwrap();
-        assert!(matches!(ca.sign_csr(&csr, &ctl, Duration::from_secs(60)), Err(CaError::Reserved(_))));
+        assert!(matches!(ca.sign_csr(&csr, &ctl, Duration::from_secs(60), None), Err(CaError::Reserved(_))));
     }
 
     #[test]
@@ -375,10 +422,12 @@ mod tests {
         let foo = SpiffeId::new("weft.local", "default", "foo").unwrap();
         let bar = SpiffeId::new("weft.local", "default", "bar").unwrap();
         let (_, csr) = workload_csr(&foo).unwrap();
-        let issued = ca.sign_csr(&csr, &foo, Duration::from_secs(3600)).unwrap();
+        let prov = Provenance { token_id: token::new_id(), instance: Some("foo-1".into()) };
+        let issued = ca.sign_csr(&csr, &foo, Duration::from_secs(3600), Some(&prov)).unwrap();
         assert_eq!(x509::spiffe_id(&issued.chain[0]).unwrap(), foo);
-        assert!(matches!(ca.sign_csr(&csr, &bar, Duration::from_secs(3600)), Err(CaError::BadCsr(_))));
-        assert!(matches!(ca.sign_csr(b"not a csr", &foo, Duration::from_secs(3600)), Err(CaError::BadCsr(_))));
+        assert_eq!(Provenance::of_cert(&issued.chain[0]), Some(prov));
+        assert!(matches!(ca.sign_csr(&csr, &bar, Duration::from_secs(3600), None), Err(CaError::BadCsr(_))));
+        assert!(matches!(ca.sign_csr(b"not a csr", &foo, Duration::from_secs(3600), None), Err(CaError::BadCsr(_))));
         let expiry = issued.not_after_unix - unix_now() as i64;
         assert!((3500..=3700).contains(&expiry), "expiry {expiry}");
     }

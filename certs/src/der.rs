@@ -10,6 +10,8 @@ pub struct CertFields {
     pub not_after_unix: i64,
     /// The subject public key (for EC keys, the SEC1 point).
     pub public_key: Vec<u8>,
+    /// The subject's first organizational unit (where Weft records a certificate's provenance).
+    pub subject_ou: Option<String>,
 }
 
 /// One TLV: its tag and contents, and what follows it.
@@ -47,6 +49,8 @@ const UTC_TIME: u8 = 0x17;
 const GENERALIZED_TIME: u8 = 0x18;
 const URI_NAME: u8 = 0x86; // [6] IMPLICIT IA5String
 const SAN_OID: &[u8] = &[0x55, 0x1d, 0x11]; // 2.5.29.17
+const OU_OID: &[u8] = &[0x55, 0x04, 0x0b]; // 2.5.4.11
+const SET: u8 = 0x31;
 
 /// Reads the fields of a DER certificate.
 pub fn cert_fields(cert: &[u8]) -> Option<CertFields> {
@@ -62,7 +66,8 @@ pub fn cert_fields(cert: &[u8]) -> Option<CertFields> {
     let (_, _, r) = tlv(r)?;
     let (_, _, r) = tlv(r)?;
     let (validity, r) = expect(r, SEQUENCE)?;
-    let (_, _, r) = tlv(r)?; // subject
+    let (subject, r) = expect(r, SEQUENCE)?;
+    let subject_ou = organizational_unit(subject);
     let (spki, r) = expect(r, SEQUENCE)?;
     let (not_before_unix, v) = time(validity)?;
     let (not_after_unix, _) = time(v)?;
@@ -100,7 +105,28 @@ pub fn cert_fields(cert: &[u8]) -> Option<CertFields> {
             }
         }
     }
-    Some(CertFields { uri_sans, not_before_unix, not_after_unix, public_key })
+    Some(CertFields { uri_sans, not_before_unix, not_after_unix, public_key, subject_ou })
+}
+
+/// The first OU of a Name (a SEQUENCE of SETs of (OID, value) SEQUENCEs), if it is a string.
+fn organizational_unit(name: &[u8]) -> Option<String> {
+    let mut rdns = name;
+    while !rdns.is_empty() {
+        let (set, next) = expect(rdns, SET)?;
+        rdns = next;
+        let mut atvs = set;
+        while !atvs.is_empty() {
+            let (atv, next) = expect(atvs, SEQUENCE)?;
+            atvs = next;
+            let (oid, value) = expect(atv, OID)?;
+            if oid == OU_OID {
+                let (tag, body, _) = tlv(value)?;
+                // UTF8String, PrintableString or IA5String.
+                return matches!(tag, 0x0c | 0x13 | 0x16).then(|| std::str::from_utf8(body).ok().map(str::to_string))?;
+            }
+        }
+    }
+    None
 }
 
 /// A UTCTime or GeneralizedTime (UTC, `Z`, whole seconds) as Unix seconds.

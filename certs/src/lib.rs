@@ -5,11 +5,15 @@
 pub mod ca;
 pub mod der;
 pub mod pem;
+pub mod provenance;
+pub mod revocation;
+pub mod service;
 pub mod spiffe;
 pub mod tls;
 pub mod token;
 pub mod x509;
 
 pub use ca::{CaError, CertificateAuthority, IssuedCert};
+pub use service::ServiceKey;
 pub use spiffe::{SpiffeError, SpiffeId};
 pub use tls::{IdentityStore, TrustBundle};

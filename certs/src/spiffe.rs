@@ -93,7 +93,7 @@ pub fn validate_trust_domain(td: &str) -> Result<(), SpiffeError> {
     }
 }
 
-fn validate_segment(what: &'static str, value: &str) -> Result<(), SpiffeError> {
+pub fn validate_segment(what: &'static str, value: &str) -> Result<(), SpiffeError> {
     let ok = !value.is_empty()
         && value.len() <= 253
         && value != "."

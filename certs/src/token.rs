@@ -1,5 +1,7 @@
 //! Join tokens: a short signed statement "the bearer may claim identity X until T", signed with the
-//! CA key (ECDSA P-256), used once to obtain a proxy's first certificate.
+//! CA key (ECDSA P-256), presented to obtain a proxy's first certificate. A token is a bearer
+//! secret: it has an id (carried into every certificate obtained with it, so that revoking the id
+//! also stops renewals), may be bound to one instance name, and is multi-use until it expires.
 //!
 //! Format: `weft1.<base64url(JSON claims)>.<base64url(ASN.1 ECDSA signature)>`.
 
@@ -22,6 +24,8 @@ pub enum TokenError {
     BadSignature,
     #[error("join token expired")]
     Expired,
+    #[error("join token {id} was revoked")]
+    Revoked { id: String },
     #[error("join token is for {granted}, not {asked}")]
     WrongIdentity { granted: String, asked: String },
     #[error("could not sign join token")]
@@ -37,6 +41,24 @@ pub struct TokenClaims {
     pub iat: u64,
     /// Expires at, Unix seconds.
     pub exp: u64,
+    /// The token's id (for revocation); every certificate obtained with the token carries it.
+    pub jti: String,
+    /// When set, only a proxy with this `--instance` may register with the certificates it yields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+/// A token id: 16 hex digits, random.
+pub fn new_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    SystemRandom::new().fill(&mut b).expect("system RNG");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Whether `s` has the shape of a token id (so that a revocation list holds nothing else).
+pub fn is_id(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 pub fn sign(claims: &TokenClaims, key: &EcdsaKeyPair) -> Result<String, TokenError> {
@@ -61,6 +83,9 @@ pub fn verify(token: &str, ca_public_key: &[u8], now_unix: u64) -> Result<(Token
         .map_err(|_| TokenError::BadSignature)?;
     let claims: TokenClaims = serde_json::from_slice(&B64.decode(payload).map_err(|_| TokenError::Malformed)?)
         .map_err(|_| TokenError::Malformed)?;
+    if !is_id(&claims.jti) || claims.instance.as_deref().is_some_and(|i| !crate::provenance::valid_instance(i)) {
+        return Err(TokenError::Malformed);
+    }
     if claims.exp <= now_unix {
         return Err(TokenError::Expired);
     }

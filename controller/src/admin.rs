@@ -1,4 +1,5 @@
-//! The controller's admin endpoints: `/metrics`, `/live`, `/ready`, `/api/v1/state`.
+//! The controller's admin endpoints: `/metrics`, `/live`, `/ready` for anyone; `/api/v1/state`
+//! (the mesh's topology) and `/log-level` for loopback callers unless `--admin-open`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,12 +11,19 @@ use weft_telemetry::logging::LogLevel;
 
 use crate::state::MeshState;
 
-pub async fn serve(listener: TcpListener, state: Arc<MeshState>, ready: Arc<AtomicBool>, log: LogLevel) {
+/// The flag that opens the loopback-only endpoints.
+pub const OPEN_FLAG: &str = "--admin-open";
+
+pub async fn serve(listener: TcpListener, state: Arc<MeshState>, ready: Arc<AtomicBool>, log: LogLevel, open: bool) {
     admin::serve(listener, move |req: AdminRequest| {
         let state = state.clone();
         let ready = ready.clone();
         let log = log.clone();
         async move {
+            let restricted = matches!(req.path.as_str(), "/api/v1/state" | "/log-level");
+            if restricted && !open && !admin::is_loopback(req.peer) {
+                return admin::loopback_only(&req.path, OPEN_FLAG);
+            }
             match (req.method.clone(), req.path.as_str()) {
                 (Method::GET, "/metrics") => admin::metrics(state.metrics.registry.render()),
                 (Method::GET, "/live") => admin::text(StatusCode::OK, "live\n"),

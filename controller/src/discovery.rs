@@ -4,6 +4,7 @@
 //! changed among what this proxy subscribes to.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -12,11 +13,12 @@ use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use weft_certs::SpiffeId;
+use weft_certs::{ServiceKey, SpiffeId};
 use weft_proto::types;
 use weft_proto::v1 as pb;
 
 use crate::grpc::PeerInfo;
+use crate::registry::Registration;
 use crate::snapshot::{Snapshot, DIRECTORY_NAME};
 use crate::state::MeshState;
 
@@ -26,14 +28,17 @@ const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a request from the proxy meant.
 #[derive(Debug, PartialEq)]
 pub enum Outcome {
+    /// `own_policy`: the proxy now holds a good policy for its own service.
     Ack {
         type_url: String,
         version: String,
+        own_policy: bool,
     },
     Nack {
         type_url: String,
         message: String,
         rejected: Vec<String>,
+        own_policy: bool,
     },
     /// The subscription changed: new resources may need sending.
     Subscribed,
@@ -49,6 +54,7 @@ pub enum Outcome {
 pub struct SessionState {
     session: u64,
     transparent: bool,
+    /// `NS/NAME`.
     own_service: String,
     /// Services this proxy talks to (its `--upstream`s and what transparent mode discovered).
     subscriptions: BTreeSet<String>,
@@ -57,12 +63,19 @@ pub struct SessionState {
     /// Names the proxy already held when it connected (it had a previous controller).
     held_at_connect: HashMap<&'static str, BTreeSet<String>>,
     unsent_types: BTreeSet<&'static str>,
-    pending: HashMap<String, &'static str>,
+    /// Responses awaiting an ACK or NACK: nonce → (type, whether it carried the own policy).
+    pending: HashMap<String, (&'static str, bool)>,
     nonces: u64,
 }
 
 impl SessionState {
-    pub fn new(session: u64, workload: &pb::Workload, initial: &BTreeMap<String, pb::ResourceVersions>) -> Self {
+    /// `own_service`: the workload's service, `NS/NAME`.
+    pub fn new(
+        session: u64,
+        workload: &pb::Workload,
+        own_service: &str,
+        initial: &BTreeMap<String, pb::ResourceVersions>,
+    ) -> Self {
         let mut sent = HashMap::new();
         let mut held_at_connect = HashMap::new();
         for t in types::ALL {
@@ -73,7 +86,7 @@ impl SessionState {
         Self {
             session,
             transparent: workload.transparent,
-            own_service: workload.service.clone(),
+            own_service: own_service.to_string(),
             subscriptions: BTreeSet::new(),
             sent,
             held_at_connect,
@@ -131,7 +144,8 @@ impl SessionState {
             self.unsent_types.remove(t);
             self.nonces += 1;
             let nonce = format!("{}-{}", self.session, self.nonces);
-            self.pending.insert(nonce.clone(), t);
+            let carries_own = t == types::SERVICE && changed.iter().any(|r| r.name == self.own_service);
+            self.pending.insert(nonce.clone(), (t, carries_own));
             out.push(pb::DiscoveryResponse {
                 type_url: t.to_string(),
                 version_info: snap.version.to_string(),
@@ -153,14 +167,24 @@ impl SessionState {
             subscribed |= self.subscriptions.remove(name);
         }
         if !req.response_nonce.is_empty() {
-            let Some(t) = self.pending.remove(&req.response_nonce) else {
+            let Some((t, carries_own)) = self.pending.remove(&req.response_nonce) else {
                 return Outcome::Stale;
             };
+            // The proxy holds its own policy if it held one when it connected, or this response
+            // brought one and it was not the resource rejected.
+            let held_own = t == types::SERVICE && self.held_at_connect[types::SERVICE].contains(&self.own_service);
             return match &req.error_detail {
-                Some(e) => {
-                    Outcome::Nack { type_url: t.to_string(), message: e.message.clone(), rejected: e.rejected.clone() }
-                }
-                None => Outcome::Ack { type_url: t.to_string(), version: req.version_info.clone() },
+                Some(e) => Outcome::Nack {
+                    type_url: t.to_string(),
+                    message: e.message.clone(),
+                    rejected: e.rejected.clone(),
+                    own_policy: held_own || (carries_own && !e.rejected.contains(&self.own_service)),
+                },
+                None => Outcome::Ack {
+                    type_url: t.to_string(),
+                    version: req.version_info.clone(),
+                    own_policy: held_own || carries_own,
+                },
             };
         }
         if req.draining {
@@ -191,7 +215,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         request: Request<Streaming<pb::DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let peer = request.extensions().get::<PeerInfo>().cloned();
-        let Some(PeerInfo { addr, identity: Some(identity) }) = peer else {
+        let Some(PeerInfo { addr, identity: Some(identity), provenance }) = peer else {
             return Err(Status::unauthenticated("the discovery stream requires the proxy's workload certificate"));
         };
         let mut inbound = request.into_inner();
@@ -205,29 +229,88 @@ impl pb::discovery_server::Discovery for DiscoveryService {
             .workload
             .clone()
             .ok_or_else(|| Status::invalid_argument("the first message must carry the workload"))?;
-        check_registration(&identity, &workload, &self.state.trust_domain())?;
-
         let state = self.state.clone();
-        let session =
-            state.connect(identity.clone(), workload.clone(), addr.to_string(), first.cert_expires_at_unix_ms);
+        let refuse = |reason: &'static str, status: Status| {
+            state.metrics.registrations_refused.with(&[reason]).inc();
+            weft_telemetry::log_limit::warn("registration-refused", || {
+                format!("registration from {addr} ({identity}) refused: {}", status.message())
+            });
+            status
+        };
+        if let Some(token) = provenance.as_ref().map(|p| p.token_id.as_str()).filter(|t| state.is_revoked(t)) {
+            return Err(refuse("revoked", Status::permission_denied(format!("join token {token} was revoked"))));
+        }
+        if workload.attest_address {
+            return attest(&state, &identity, &workload, addr).map_err(|s| refuse("attest", s));
+        }
+        let (service, inbound_addr) = check_registration(&identity, &workload, &state.trust_domain(), addr)
+            .map_err(|s| refuse("invalid", s))?;
+        let bound = provenance.as_ref().and_then(|p| p.instance.clone());
+        if let Some(i) = bound.as_deref().filter(|i| *i != workload.instance) {
+            return Err(refuse(
+                "instance-bound",
+                Status::permission_denied(format!(
+                    "this certificate's join token is bound to instance {i:?}, not {:?}",
+                    workload.instance
+                )),
+            ));
+        }
+
+        let session = state.new_session();
+        let reg = Registration { identity: identity.clone(), service: service.clone(), workload: workload.clone(), inbound: inbound_addr };
+        let token_id = provenance.map(|p| p.token_id);
+        let (closed, admitted) = state
+            .connect(session, reg, addr.to_string(), first.cert_expires_at_unix_ms, token_id, bound.is_some())
+            .map_err(|e| {
+                weft_telemetry::log_limit::warn("registration-refused", || format!("registration from {addr} ({identity}) refused: {e}"));
+                Status::resource_exhausted(e.to_string())
+            })?;
+        if !admitted.dropped_ports.is_empty() {
+            tracing::warn!(
+                %identity, instance = %workload.instance, ports = ?admitted.dropped_ports,
+                "app ports left out of the registration: another identity holds them on this IP"
+            );
+        }
         tracing::info!(
-            service = %workload.service, instance = %workload.instance, address = %workload.inbound_address,
-            %identity, peer = %addr, "proxy connected"
+            %service, instance = %workload.instance, address = %inbound_addr, %identity, peer = %addr, "proxy connected"
         );
-        let mut ss = SessionState::new(session, &workload, &first.initial_versions);
+        let mut ss = SessionState::new(session, &workload, &service, &first.initial_versions);
         ss.on_request(&first);
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
-            run_session(&state, session, &mut ss, inbound, tx).await;
+            run_session(&state, session, &mut ss, inbound, tx, closed).await;
             state.disconnect(session);
-            tracing::info!(service = %workload.service, instance = %workload.instance, "proxy disconnected");
+            tracing::info!(%service, instance = %workload.instance, "proxy disconnected");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
-/// The registration must be for exactly the identity in the client certificate.
-fn check_registration(identity: &SpiffeId, w: &pb::Workload, trust_domain: &str) -> Result<(), Status> {
+/// A stream that only proves the registered workload also owns its source IP (the other family of
+/// a dual-stack pod): recorded, and the stream ends at once.
+fn attest(state: &MeshState, identity: &SpiffeId, w: &pb::Workload, addr: SocketAddr) -> Result<Response<ResponseStream>, Status> {
+    let claimed = SpiffeId::new(&state.trust_domain(), &w.namespace, &w.service)
+        .map_err(|e| Status::invalid_argument(format!("invalid workload: {e}")))?;
+    if &claimed != identity {
+        return Err(Status::permission_denied(format!("attestation for {claimed} refused: the certificate is for {identity}")));
+    }
+    let ip = addr.ip().to_canonical();
+    if state.attest_ip(identity, &w.instance, ip) {
+        tracing::info!(%identity, instance = %w.instance, %ip, "workload proved a further address");
+    }
+    let (_tx, rx) = mpsc::channel(1);
+    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+}
+
+/// The registration must be for exactly the identity in the client certificate, from the address
+/// it registers, with app ports that are ports and not the proxy's own. Returns the service key and
+/// the inbound address.
+fn check_registration(
+    identity: &SpiffeId,
+    w: &pb::Workload,
+    trust_domain: &str,
+    source: SocketAddr,
+) -> Result<(String, SocketAddr), Status> {
     let claimed = SpiffeId::new(trust_domain, &w.namespace, &w.service)
         .map_err(|e| Status::invalid_argument(format!("invalid workload: {e}")))?;
     if &claimed != identity {
@@ -235,17 +318,35 @@ fn check_registration(identity: &SpiffeId, w: &pb::Workload, trust_domain: &str)
             "registration for {claimed} refused: the client certificate is for {identity}"
         )));
     }
-    if w.instance.is_empty() {
-        return Err(Status::invalid_argument("the workload needs an instance name"));
+    let key = ServiceKey::new(&w.namespace, &w.service).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if !weft_certs::provenance::valid_instance(&w.instance) {
+        return Err(Status::invalid_argument(format!("instance name {:?} is empty or invalid", w.instance)));
     }
-    let addr: std::net::SocketAddr = w
+    let addr: SocketAddr = w
         .inbound_address
         .parse()
         .map_err(|_| Status::invalid_argument(format!("inbound address {:?} is not IP:port", w.inbound_address)))?;
     if addr.ip().is_unspecified() || addr.port() == 0 {
         return Err(Status::invalid_argument(format!("inbound address {addr} cannot be dialled")));
     }
-    Ok(())
+    let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+    if addr.ip() != source.ip().to_canonical() {
+        return Err(Status::permission_denied(format!(
+            "a workload registers the address it connects from: this stream comes from {}, not {} \
+             (leave --advertise-addr unset, or set it to this host's address towards the controller)",
+            source.ip().to_canonical(),
+            addr.ip()
+        )));
+    }
+    for p in &w.app_ports {
+        if *p == 0 || *p > 65535 {
+            return Err(Status::invalid_argument(format!("app port {p} is not a port")));
+        }
+        if *p == u32::from(addr.port()) || w.proxy_ports.contains(p) {
+            return Err(Status::invalid_argument(format!("app port {p} is one of the proxy's own ports")));
+        }
+    }
+    Ok((key.to_string(), addr))
 }
 
 async fn run_session(
@@ -254,6 +355,7 @@ async fn run_session(
     ss: &mut SessionState,
     mut inbound: Streaming<pb::DiscoveryRequest>,
     tx: mpsc::Sender<Result<pb::DiscoveryResponse, Status>>,
+    mut closed: tokio::sync::watch::Receiver<Option<String>>,
 ) {
     let mut snaps = state.snapshots();
     let holddown_end = state.started + state.settings.restart_holddown;
@@ -287,14 +389,20 @@ async fn run_session(
                     }
                 };
                 match ss.on_request(&req) {
-                    Outcome::Ack { type_url, version } => {
+                    Outcome::Ack { type_url, version, own_policy } => {
                         state.update_session(session, |s| {
                             s.nacked.remove(&type_url);
                             s.acked.insert(type_url, version);
                         });
+                        if own_policy {
+                            state.set_ready(session);
+                        }
                         continue;
                     }
-                    Outcome::Nack { type_url, message, rejected } => {
+                    Outcome::Nack { type_url, message, rejected, own_policy } => {
+                        if own_policy {
+                            state.set_ready(session);
+                        }
                         tracing::warn!(session, %type_url, ?rejected, "proxy rejected resources: {message}");
                         state.metrics.nacks.with(&[short_type(&type_url)]).inc();
                         state.update_session(session, |s| {
@@ -324,6 +432,10 @@ async fn run_session(
                 }
                 let snap = snaps.borrow_and_update().clone();
                 push(ss, &snap, !holddown_over)
+            }
+            reason = async { closed.wait_for(Option::is_some).await.map(|r| r.clone()).ok().flatten() } => {
+                let _ = tx.send(Err(Status::permission_denied(reason.unwrap_or_default()))).await;
+                return;
             }
             _ = &mut holddown_timer, if !holddown_over => {
                 holddown_over = true;
@@ -369,10 +481,25 @@ mod tests {
         let mesh = MeshConfig::parse(mesh).unwrap();
         let mut reg = Registry::default();
         for (i, w) in workloads.iter().enumerate() {
-            let id = SpiffeId::new("weft.local", &w.namespace, &w.service).unwrap();
-            reg.connect(id, w.clone(), i as u64);
+            let identity = SpiffeId::new("weft.local", &w.namespace, &w.service).unwrap();
+            let r = Registration {
+                identity: identity.clone(),
+                service: format!("{}/{}", w.namespace, w.service),
+                workload: w.clone(),
+                inbound: w.inbound_address.parse().unwrap(),
+            };
+            reg.connect(r, i as u64, 100, false).unwrap();
+            reg.set_ready(&identity, &w.instance, i as u64);
         }
         Snapshot::build(version, &mesh, reg.iter())
+    }
+
+    fn session(id: u64, w: &pb::Workload, initial: &BTreeMap<String, pb::ResourceVersions>) -> SessionState {
+        SessionState::new(id, w, &format!("{}/{}", w.namespace, w.service), initial)
+    }
+
+    fn subscribe(name: &str) -> pb::DiscoveryRequest {
+        pb::DiscoveryRequest { subscribe: vec![format!("default/{name}")], ..Default::default() }
     }
 
     const MESH: &str = "trust_domain: weft.local\nservices:\n  bar: {timeout: 1s}\n  baz: {}\n";
@@ -389,12 +516,12 @@ mod tests {
     #[test]
     fn every_type_is_sent_once_at_start_even_when_empty() {
         let foo = workload("foo", "foo-1", "127.0.0.1:4143");
-        let mut ss = SessionState::new(1, &foo, &BTreeMap::new());
+        let mut ss = session(1, &foo, &BTreeMap::new());
         let out = ss.diff(&snapshot(1, MESH, std::slice::from_ref(&foo)), false);
         let types: Vec<_> = out.iter().map(|r| r.type_url.as_str()).collect();
         assert_eq!(types, types::ALL.to_vec());
         // Only its own service's policy; no endpoints or directory until it subscribes.
-        assert_eq!(out[1].resources.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["foo"]);
+        assert_eq!(out[1].resources.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["default/foo"]);
         assert!(out[0].resources.is_empty());
         assert!(out[2].resources.is_empty());
         // Nothing changed: nothing more to send.
@@ -406,9 +533,9 @@ mod tests {
         let foo = workload("foo", "foo-1", "127.0.0.1:4143");
         let bar1 = workload("bar", "bar-1", "127.0.0.1:4144");
         let bar2 = workload("bar", "bar-2", "127.0.0.1:4145");
-        let mut ss = SessionState::new(1, &foo, &BTreeMap::new());
+        let mut ss = session(1, &foo, &BTreeMap::new());
         ss.diff(&snapshot(1, MESH, &[foo.clone(), bar1.clone()]), false);
-        let sub = pb::DiscoveryRequest { subscribe: vec!["bar".into()], ..Default::default() };
+        let sub = subscribe("bar");
         assert_eq!(ss.on_request(&sub), Outcome::Subscribed);
         let out = ss.diff(&snapshot(1, MESH, &[foo.clone(), bar1.clone()]), false);
         assert_eq!(out.len(), 2, "bar's endpoints and policy");
@@ -428,19 +555,24 @@ mod tests {
     #[test]
     fn acks_and_nacks_are_matched_by_nonce() {
         let foo = workload("foo", "foo-1", "127.0.0.1:4143");
-        let mut ss = SessionState::new(1, &foo, &BTreeMap::new());
+        let mut ss = session(1, &foo, &BTreeMap::new());
         let out = ss.diff(&snapshot(7, MESH, &[foo]), false);
         assert_eq!(
             ss.on_request(&ack(&out[0])),
-            Outcome::Ack { type_url: out[0].type_url.clone(), version: "7".into() }
+            Outcome::Ack { type_url: out[0].type_url.clone(), version: "7".into(), own_policy: false }
         );
         // The same nonce twice is stale.
         assert_eq!(ss.on_request(&ack(&out[0])), Outcome::Stale);
         let mut nack = ack(&out[1]);
-        nack.error_detail = Some(pb::ErrorDetail { message: "bad".into(), rejected: vec!["foo".into()] });
+        nack.error_detail = Some(pb::ErrorDetail { message: "bad".into(), rejected: vec!["default/foo".into()] });
         assert_eq!(
             ss.on_request(&nack),
-            Outcome::Nack { type_url: out[1].type_url.clone(), message: "bad".into(), rejected: vec!["foo".into()] }
+            Outcome::Nack {
+                type_url: out[1].type_url.clone(),
+                message: "bad".into(),
+                rejected: vec!["default/foo".into()],
+                own_policy: false,
+            }
         );
         let unknown = pb::DiscoveryRequest { response_nonce: "nope".into(), ..Default::default() };
         assert_eq!(ss.on_request(&unknown), Outcome::Stale);
@@ -449,16 +581,16 @@ mod tests {
     #[test]
     fn a_nacked_resource_is_not_resent_until_it_changes() {
         let foo = workload("foo", "foo-1", "127.0.0.1:4143");
-        let mut ss = SessionState::new(1, &foo, &BTreeMap::new());
+        let mut ss = session(1, &foo, &BTreeMap::new());
         let out = ss.diff(&snapshot(1, MESH, std::slice::from_ref(&foo)), false);
         let mut nack = ack(&out[1]);
-        nack.error_detail = Some(pb::ErrorDetail { message: "bad".into(), rejected: vec!["foo".into()] });
+        nack.error_detail = Some(pb::ErrorDetail { message: "bad".into(), rejected: vec!["default/foo".into()] });
         ss.on_request(&nack);
         assert!(ss.diff(&snapshot(2, MESH, std::slice::from_ref(&foo)), false).is_empty());
         let changed = format!("{MESH}  foo: {{timeout: 9s}}\n");
         let out = ss.diff(&snapshot(3, &changed, &[foo]), false);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].resources[0].name, "foo");
+        assert_eq!(out[0].resources[0].name, "default/foo");
     }
 
     #[test]
@@ -467,15 +599,15 @@ mod tests {
         let bar1 = workload("bar", "bar-1", "127.0.0.1:4144");
         let snap = snapshot(1, MESH, &[foo.clone(), bar1.clone()]);
         // What a first session delivered...
-        let mut first = SessionState::new(1, &foo, &BTreeMap::new());
-        first.on_request(&pb::DiscoveryRequest { subscribe: vec!["bar".into()], ..Default::default() });
+        let mut first = session(1, &foo, &BTreeMap::new());
+        first.on_request(&subscribe("bar"));
         first.diff(&snap, false);
         let initial: BTreeMap<String, pb::ResourceVersions> =
             first.sent.iter().map(|(t, v)| (t.to_string(), pb::ResourceVersions { versions: v.clone() })).collect();
         // ...is reported by the proxy on reconnect: each type is still answered once (for
         // readiness), but with nothing in it.
-        let mut second = SessionState::new(2, &foo, &initial);
-        second.on_request(&pb::DiscoveryRequest { subscribe: vec!["bar".into()], ..Default::default() });
+        let mut second = session(2, &foo, &initial);
+        second.on_request(&subscribe("bar"));
         let out = second.diff(&snap, false);
         assert_eq!(out.len(), 3);
         assert!(out.iter().all(|r| r.resources.is_empty() && r.removed.is_empty()), "{out:?}");
@@ -486,15 +618,15 @@ mod tests {
         let foo = workload("foo", "foo-1", "127.0.0.1:4143");
         let bar1 = workload("bar", "bar-1", "127.0.0.1:4144");
         let before = snapshot(1, MESH, &[foo.clone(), bar1.clone()]);
-        let mut first = SessionState::new(1, &foo, &BTreeMap::new());
-        first.on_request(&pb::DiscoveryRequest { subscribe: vec!["bar".into()], ..Default::default() });
+        let mut first = session(1, &foo, &BTreeMap::new());
+        first.on_request(&subscribe("bar"));
         first.diff(&before, false);
         let initial: BTreeMap<String, pb::ResourceVersions> =
             first.sent.iter().map(|(t, v)| (t.to_string(), pb::ResourceVersions { versions: v.clone() })).collect();
         // A restarted controller has not heard from bar yet.
         let after_restart = snapshot(1, MESH, std::slice::from_ref(&foo));
-        let mut ss = SessionState::new(2, &foo, &initial);
-        ss.on_request(&pb::DiscoveryRequest { subscribe: vec!["bar".into()], ..Default::default() });
+        let mut ss = session(2, &foo, &initial);
+        ss.on_request(&subscribe("bar"));
         let out = ss.diff(&after_restart, true);
         assert!(out.iter().all(|r| r.resources.is_empty() && r.removed.is_empty()), "held endpoints stay: {out:?}");
         // bar reconnects during the hold-down: the content is the same again, nothing to send.
@@ -507,12 +639,120 @@ mod tests {
     }
 
     #[test]
-    fn registration_must_match_the_certificate() {
+    fn registration_must_match_the_certificate_and_the_source_address() {
         let id: SpiffeId = "spiffe://weft.local/ns/default/sa/foo".parse().unwrap();
-        assert!(check_registration(&id, &workload("foo", "i", "127.0.0.1:4143"), "weft.local").is_ok());
-        let err = check_registration(&id, &workload("bar", "i", "127.0.0.1:4143"), "weft.local").unwrap_err();
+        let src: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        let (key, addr) = check_registration(&id, &workload("foo", "i", "127.0.0.1:4143"), "weft.local", src).unwrap();
+        assert_eq!((key.as_str(), addr), ("default/foo", "127.0.0.1:4143".parse().unwrap()));
+        let err = check_registration(&id, &workload("bar", "i", "127.0.0.1:4143"), "weft.local", src).unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied);
-        assert!(check_registration(&id, &workload("foo", "i", "0.0.0.0:4143"), "weft.local").is_err());
-        assert!(check_registration(&id, &workload("foo", "", "127.0.0.1:4143"), "weft.local").is_err());
+        assert!(check_registration(&id, &workload("foo", "i", "0.0.0.0:4143"), "weft.local", src).is_err());
+        assert!(check_registration(&id, &workload("foo", "", "127.0.0.1:4143"), "weft.local", src).is_err());
+        // Another host's address: refused.
+        let err = check_registration(&id, &workload("foo", "i", "127.0.0.2:4143"), "weft.local", src).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        // An IPv4-mapped source is the same host.
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:50000".parse().unwrap();
+        assert!(check_registration(&id, &workload("foo", "i", "127.0.0.1:4143"), "weft.local", mapped).is_ok());
+        // App ports: ports, and not the proxy's own.
+        let mut w = workload("foo", "i", "127.0.0.1:4143");
+        w.app_ports = vec![70000];
+        assert!(check_registration(&id, &w, "weft.local", src).is_err());
+        w.app_ports = vec![4143];
+        assert!(check_registration(&id, &w, "weft.local", src).is_err());
+        w.app_ports = vec![4191];
+        w.proxy_ports = vec![4191];
+        assert!(check_registration(&id, &w, "weft.local", src).is_err());
+    }
+
+    #[test]
+    fn the_own_policy_is_held_once_its_response_is_acked() {
+        let foo = workload("foo", "foo-1", "127.0.0.1:4143");
+        let mut ss = session(1, &foo, &BTreeMap::new());
+        let out = ss.diff(&snapshot(1, MESH, std::slice::from_ref(&foo)), false);
+        let service = out.iter().find(|r| r.type_url == types::SERVICE).unwrap();
+        let endpoints = out.iter().find(|r| r.type_url == types::ENDPOINTS).unwrap();
+        assert!(matches!(ss.on_request(&ack(endpoints)), Outcome::Ack { own_policy: false, .. }));
+        assert!(matches!(ss.on_request(&ack(service)), Outcome::Ack { own_policy: true, .. }));
+        // A NACK that rejects only another service still leaves the own policy held.
+        let mut ss = session(2, &foo, &BTreeMap::new());
+        ss.on_request(&subscribe("bar"));
+        let out = ss.diff(&snapshot(1, MESH, std::slice::from_ref(&foo)), false);
+        let service = out.iter().find(|r| r.type_url == types::SERVICE).unwrap();
+        let mut nack = ack(service);
+        nack.error_detail = Some(pb::ErrorDetail { message: "bad".into(), rejected: vec!["default/bar".into()] });
+        assert!(matches!(ss.on_request(&nack), Outcome::Nack { own_policy: true, .. }));
+    }
+
+    #[test]
+    fn a_workload_is_announced_only_once_ready() {
+        let mesh = MeshConfig::parse(MESH).unwrap();
+        let mut reg = Registry::default();
+        let id = SpiffeId::new("weft.local", "default", "bar").unwrap();
+        let w = workload("bar", "bar-1", "127.0.0.1:4144");
+        let r = Registration { identity: id.clone(), service: "default/bar".into(), workload: w, inbound: "127.0.0.1:4144".parse().unwrap() };
+        reg.connect(r, 1, 100, false).unwrap();
+        let endpoints = |reg: &Registry| match &Snapshot::build(1, &mesh, reg.iter()).resources(types::ENDPOINTS).unwrap()["default/bar"].body {
+            Some(pb::resource::Body::Endpoints(e)) => e.endpoints.len(),
+            _ => panic!(),
+        };
+        assert_eq!(endpoints(&reg), 0);
+        reg.set_ready(&id, "bar-1", 1);
+        assert_eq!(endpoints(&reg), 1);
+    }
+
+    #[test]
+    fn services_of_the_same_name_in_two_namespaces_never_mix() {
+        let mesh = MeshConfig::parse("trust_domain: weft.local\nservices:\n  bar: {}\n  evil/bar: {}\n").unwrap();
+        let mut reg = Registry::default();
+        for (ns, addr) in [("default", "127.0.0.1:4144"), ("evil", "127.0.0.2:4144")] {
+            let id = SpiffeId::new("weft.local", ns, "bar").unwrap();
+            let mut w = workload("bar", "b", addr);
+            w.namespace = ns.into();
+            let r = Registration { identity: id.clone(), service: format!("{ns}/bar"), workload: w, inbound: addr.parse().unwrap() };
+            reg.connect(r, 1, 100, false).unwrap();
+            reg.set_ready(&id, "b", 1);
+        }
+        let snap = Snapshot::build(1, &mesh, reg.iter());
+        for (key, addr) in [("default/bar", "127.0.0.1:4144"), ("evil/bar", "127.0.0.2:4144")] {
+            match &snap.resources(types::ENDPOINTS).unwrap()[key].body {
+                Some(pb::resource::Body::Endpoints(e)) => {
+                    assert_eq!(e.endpoints.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(), [addr]);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_directory_keeps_the_first_owner_of_an_address() {
+        let mesh = MeshConfig::parse(MESH).unwrap();
+        let mut reg = Registry::default();
+        let mut add = |sa: &str, addr: &str, transparent: bool, ports: &[u32], session: u64| {
+            let id = SpiffeId::new("weft.local", "default", sa).unwrap();
+            let mut w = workload(sa, sa, addr);
+            w.transparent = transparent;
+            w.app_ports = ports.to_vec();
+            let r = Registration { identity: id.clone(), service: format!("default/{sa}"), workload: w, inbound: addr.parse().unwrap() };
+            let admitted = reg.connect(r, session, 100, false);
+            reg.set_ready(&id, sa, session);
+            admitted
+        };
+        // An explicit workload on a shared host holds its app port...
+        add("foo", "10.0.0.2:4160", false, &[9090], 1).unwrap();
+        // ...and the transparent pod that registers later owns every other port of its IP.
+        add("bar", "10.0.0.2:4143", true, &[], 2).unwrap();
+        // A third workload from the same IP (a process beside the app with its own proxy) can take
+        // nothing: the pod's ports are bar's.
+        assert!(add("evil", "10.0.0.2:4150", false, &[8080], 3).is_err());
+        let snap = Snapshot::build(1, &mesh, reg.iter());
+        let dir = match &snap.resources(types::DIRECTORY).unwrap()[DIRECTORY_NAME].body {
+            Some(pb::resource::Body::Directory(d)) => d.clone(),
+            other => panic!("{other:?}"),
+        };
+        let get = |a: &str| dir.entries.iter().find(|e| e.address == a).map(|e| e.service.clone());
+        assert_eq!(get("10.0.0.2").as_deref(), Some("default/bar"));
+        assert_eq!(get("10.0.0.2:9090").as_deref(), Some("default/foo"));
+        assert_eq!(get("10.0.0.2:8080"), None);
     }
 }

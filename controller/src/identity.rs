@@ -1,9 +1,12 @@
 //! The identity service: signs workload CSRs. A first certificate needs a join token for exactly
 //! the identity asked; a renewal is authenticated by the current certificate over mTLS instead.
+//! Either way the join token behind it (recorded in the certificate) must not be revoked, and the
+//! new certificate records it again.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use weft_certs::provenance::Provenance;
 use weft_certs::{CaError, SpiffeId};
 use weft_proto::v1 as pb;
 
@@ -22,7 +25,14 @@ impl pb::identity_server::Identity for IdentityService {
         let metrics = &self.state.metrics;
         let refuse = |reason: &'static str, status: Status| {
             metrics.certify_refused.with(&[reason]).inc();
-            tracing::warn!(identity = %req.identity, peer = ?peer.as_ref().map(|p| p.addr), "certificate refused: {}", status.message());
+            weft_telemetry::log_limit::warn("certificate-refused", || {
+                format!(
+                    "certificate for {:?} refused (peer {:?}): {}",
+                    req.identity,
+                    peer.as_ref().map(|p| p.addr),
+                    status.message()
+                )
+            });
             status
         };
         let asked: SpiffeId = req
@@ -30,7 +40,7 @@ impl pb::identity_server::Identity for IdentityService {
             .parse()
             .map_err(|e| refuse("invalid", Status::invalid_argument(format!("invalid identity: {e}"))))?;
         let ca = &self.state.ca;
-        let kind = match peer.as_ref().and_then(|p| p.identity.as_ref()) {
+        let (kind, provenance) = match peer.as_ref().and_then(|p| p.identity.as_ref()) {
             Some(current) => {
                 if current != &asked {
                     return Err(refuse(
@@ -42,20 +52,33 @@ impl pb::identity_server::Identity for IdentityService {
                 }
                 ca.check_workload_identity(&asked)
                     .map_err(|e| refuse("reserved", Status::permission_denied(e.to_string())))?;
-                "renewal"
+                let provenance = peer.as_ref().and_then(|p| p.provenance.clone());
+                if let Some(p) = provenance.as_ref().filter(|p| self.state.is_revoked(&p.token_id)) {
+                    return Err(refuse(
+                        "revoked",
+                        Status::permission_denied(format!("join token {} was revoked", p.token_id)),
+                    ));
+                }
+                ("renewal", provenance)
             }
             None => {
-                ca.verify_join_token(&req.token, &asked).map_err(|e| match e {
+                let claims = ca.verify_join_token(&req.token, &asked).map_err(|e| match e {
                     CaError::Reserved(_) | CaError::WrongTrustDomain { .. } => {
                         refuse("reserved", Status::permission_denied(e.to_string()))
                     }
                     _ => refuse("token", Status::unauthenticated(format!("join token refused: {e}"))),
                 })?;
-                "token"
+                if self.state.is_revoked(&claims.jti) {
+                    return Err(refuse(
+                        "revoked",
+                        Status::unauthenticated(format!("join token refused: join token {} was revoked", claims.jti)),
+                    ));
+                }
+                ("token", Some(Provenance { token_id: claims.jti, instance: claims.instance }))
             }
         };
         let issued = ca
-            .sign_csr(&req.csr_der, &asked, self.state.settings.cert_ttl)
+            .sign_csr(&req.csr_der, &asked, self.state.settings.cert_ttl, provenance.as_ref())
             .map_err(|e| refuse("csr", Status::invalid_argument(e.to_string())))?;
         metrics.certificates_issued.with(&[kind]).inc();
         tracing::info!(identity = %asked, kind, "certificate issued");

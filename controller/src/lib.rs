@@ -36,6 +36,10 @@ pub struct ControllerConfig {
     pub cert_ttl: Duration,
     pub endpoint_grace: Duration,
     pub restart_holddown: Duration,
+    /// Registered instances per identity, at most.
+    pub max_instances_per_identity: usize,
+    /// Serve `/api/v1/state` and `/log-level` to non-loopback callers too.
+    pub admin_open: bool,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -52,13 +56,21 @@ pub async fn run(
         anyhow::anyhow!("invalid mesh file {}:\n  {}", cfg.mesh.display(), problems.join("\n  "))
     })?;
     let initial_text = std::fs::read_to_string(&cfg.mesh).ok();
+    let revoked = weft_certs::revocation::RevocationList::load(&cfg.ca_dir).map_err(anyhow::Error::msg)?;
     let metrics = metrics::ControllerMetrics::new();
     let state = MeshState::new(
         mesh,
         ca.clone(),
-        Settings { cert_ttl: cfg.cert_ttl, endpoint_grace: cfg.endpoint_grace, restart_holddown: cfg.restart_holddown },
+        Settings {
+            cert_ttl: cfg.cert_ttl,
+            endpoint_grace: cfg.endpoint_grace,
+            restart_holddown: cfg.restart_holddown,
+            max_instances: cfg.max_instances_per_identity,
+        },
         metrics,
     );
+    state.metrics.revoked_tokens.with(&[]).set(revoked.len() as i64);
+    state.set_revocations(revoked.clone());
 
     // The controller's own certificate, from its own CA, re-issued at half-life.
     let identity = IdentityStore::new();
@@ -84,11 +96,19 @@ pub async fn run(
         discovery::DiscoveryService { state: state.clone() },
     );
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(async move { grpc::serve(grpc_listener, tls_config, router).await });
+    let grpc_metrics = state.metrics.clone();
+    tasks.spawn(async move { grpc::serve(grpc_listener, tls_config, router, grpc_metrics).await });
     tasks.spawn({
-        let (state, ready) = (state.clone(), ready.clone());
+        let (state, ready, open) = (state.clone(), ready.clone(), cfg.admin_open);
         async move {
-            admin::serve(admin_listener, state, ready, log).await;
+            admin::serve(admin_listener, state, ready, log, open).await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
+        let (state, dir) = (state.clone(), cfg.ca_dir.clone());
+        async move {
+            watch::watch_revocations(dir, state, revoked).await;
             Ok(())
         }
     });

@@ -34,6 +34,13 @@ struct Args {
     /// can reconnect before anything is removed. Longer than the proxies' 15 s maximum backoff.
     #[arg(long, env = "WEFT_CONTROLLER_RESTART_HOLDDOWN", default_value = "20s")]
     restart_holddown: String,
+    /// Registered instances per identity, at most (a join token is multi-use: this bounds what one
+    /// leaked token can register).
+    #[arg(long, env = "WEFT_CONTROLLER_MAX_INSTANCES_PER_IDENTITY", default_value_t = 100)]
+    max_instances_per_identity: usize,
+    /// Serve /api/v1/state and /log-level to any address, not only loopback.
+    #[arg(long, env = "WEFT_CONTROLLER_ADMIN_OPEN")]
+    admin_open: bool,
     /// Log filter (error, warn, info, debug, trace, or per-module directives).
     #[arg(long, env = "WEFT_CONTROLLER_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -72,6 +79,9 @@ impl Args {
                 ));
             }
         }
+        if self.max_instances_per_identity == 0 {
+            problems.push("--max-instances-per-identity: must be at least 1".into());
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             problems.push(format!("--log-format {:?}: expected text or json", self.log_format));
         }
@@ -87,6 +97,8 @@ impl Args {
                     cert_ttl,
                     endpoint_grace,
                     restart_holddown,
+                    max_instances_per_identity: self.max_instances_per_identity,
+                    admin_open: self.admin_open,
                 })
             }
             _ => Err(problems),

@@ -15,6 +15,10 @@ pub struct ControllerMetrics {
     pub certify_refused: CounterVec,
     pub pushes: CounterVec,
     pub nacks: CounterVec,
+    pub registrations_refused: CounterVec,
+    pub app_ports_refused: CounterVec,
+    pub connections_refused: CounterVec,
+    pub revoked_tokens: GaugeVec,
 }
 
 impl ControllerMetrics {
@@ -45,6 +49,22 @@ impl ControllerMetrics {
             certify_refused: r.counter("weft_certify_refused_total", "Certificate requests refused.", &["reason"]),
             pushes: r.counter("weft_discovery_pushes_total", "Discovery responses sent.", &["type"]),
             nacks: r.counter("weft_discovery_nacks_total", "Discovery responses NACKed by proxies.", &["type"]),
+            registrations_refused: r.counter(
+                "weft_registrations_refused_total",
+                "Workload registrations refused, by reason.",
+                &["reason"],
+            ),
+            app_ports_refused: r.counter(
+                "weft_registration_app_ports_refused_total",
+                "App ports left out of registrations because another identity holds them on that IP.",
+                &[],
+            ),
+            connections_refused: r.counter(
+                "weft_grpc_connections_refused_total",
+                "Connections to the gRPC port closed by a limit, by reason.",
+                &["reason"],
+            ),
+            revoked_tokens: r.gauge("weft_revoked_tokens", "Join-token ids in the revocation list.", &[]),
             registry: r,
         }
     }

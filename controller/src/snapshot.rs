@@ -37,7 +37,7 @@ impl Snapshot {
         let mut services: BTreeMap<String, pb::ServicePolicy> = mesh.services.clone();
         // A service that proxies register but the file does not declare gets the defaults.
         for w in workloads.clone() {
-            services.entry(w.workload.service.clone()).or_insert_with(|| pb::ServicePolicy {
+            services.entry(w.service.clone()).or_insert_with(|| pb::ServicePolicy {
                 name: w.workload.service.clone(),
                 namespace: w.workload.namespace.clone(),
                 circuit_breaker: Some(default_circuit_breaker()),
@@ -48,14 +48,16 @@ impl Snapshot {
 
         let mut endpoints: BTreeMap<String, Vec<pb::Endpoint>> =
             services.keys().map(|k| (k.clone(), Vec::new())).collect();
-        for w in workloads.clone() {
-            endpoints.entry(w.workload.service.clone()).or_default().push(pb::Endpoint {
-                address: w.workload.inbound_address.clone(),
+        // Announced only once the proxy holds its own policy: before that it would refuse.
+        for w in workloads.clone().filter(|w| w.ready) {
+            endpoints.entry(w.service.clone()).or_default().push(pb::Endpoint {
+                address: w.inbound.to_string(),
                 identity: w.identity.to_string(),
                 version: w.workload.version.clone(),
                 instance: w.workload.instance.clone(),
                 app_ports: w.workload.app_ports.clone(),
                 protocol: pb::Protocol::Detect as i32,
+                other_ips: w.extra_ips.iter().map(|ip| ip.to_string()).collect(),
             });
         }
         for e in &mesh.static_endpoints {
@@ -66,6 +68,7 @@ impl Snapshot {
                 instance: format!("static:{}", e.address),
                 app_ports: vec![u32::from(e.address.port())],
                 protocol: e.protocol as i32,
+                other_ips: Vec::new(),
             });
         }
         for list in endpoints.values_mut() {
@@ -96,40 +99,35 @@ impl Snapshot {
     }
 }
 
-/// Addresses to services, for transparent proxies: `IP:port` for VIPs and workload app ports,
-/// plain `IP` for VIPs and for pod IPs that belong to one service only.
+/// Addresses to services (`NS/NAME`), for transparent proxies. The mesh file's VIPs (`IP` and
+/// `IP:port`) come first; then, in order of registration, each transparent workload's IPs (any
+/// port: the pod is the workload) and each workload's `IP:app-port`s. Whoever holds an address
+/// first keeps it: a later registration never removes or shadows another workload's entry (the
+/// registry already refuses app ports another identity holds).
 fn directory<'a>(mesh: &MeshConfig, workloads: impl Iterator<Item = &'a WorkloadRecord>) -> pb::Directory {
-    let mut map: BTreeMap<String, Option<String>> = BTreeMap::new();
-    let mut put = |addr: String, svc: &str| {
-        map.entry(addr)
-            .and_modify(|cur| {
-                if cur.as_deref() != Some(svc) {
-                    *cur = None; // ambiguous: several services share it
-                }
-            })
-            .or_insert_with(|| Some(svc.to_string()));
-    };
-    for (name, s) in &mesh.services {
+    let mut map: BTreeMap<String, String> = BTreeMap::new();
+    for (key, s) in &mesh.services {
         if let Ok(ip) = s.vip.parse::<std::net::IpAddr>() {
-            put(ip.to_string(), name);
+            map.entry(ip.to_string()).or_insert_with(|| key.clone());
             for p in &s.ports {
-                put(std::net::SocketAddr::new(ip, p.port as u16).to_string(), name);
+                map.entry(std::net::SocketAddr::new(ip, p.port as u16).to_string()).or_insert_with(|| key.clone());
             }
         }
     }
-    for w in workloads {
-        if let Ok(addr) = w.workload.inbound_address.parse::<std::net::SocketAddr>() {
-            put(addr.ip().to_string(), &w.workload.service);
+    let mut ordered: Vec<&WorkloadRecord> = workloads.collect();
+    ordered.sort_by_key(|w| w.seq);
+    for w in ordered {
+        for ip in w.ips() {
+            if w.workload.transparent {
+                map.entry(ip.to_string()).or_insert_with(|| w.service.clone());
+            }
             for p in &w.workload.app_ports {
-                put(std::net::SocketAddr::new(addr.ip(), *p as u16).to_string(), &w.workload.service);
+                map.entry(std::net::SocketAddr::new(ip, *p as u16).to_string()).or_insert_with(|| w.service.clone());
             }
         }
     }
     pb::Directory {
-        entries: map
-            .into_iter()
-            .filter_map(|(address, svc)| svc.map(|service| pb::DirectoryEntry { address, service }))
-            .collect(),
+        entries: map.into_iter().map(|(address, service)| pb::DirectoryEntry { address, service }).collect(),
     }
 }
 

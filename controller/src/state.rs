@@ -2,19 +2,21 @@
 //! connected proxies, and the published discovery snapshot that sessions diff against.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
+use weft_certs::revocation::RevocationList;
 use weft_certs::{CertificateAuthority, SpiffeId};
 use weft_proto::v1 as pb;
 
 use crate::mesh::MeshConfig;
 use crate::metrics::ControllerMetrics;
-use crate::registry::Registry;
+use crate::registry::{Admitted, Refused, Registration, Registry};
 use crate::snapshot::Snapshot;
 
 /// What the admin API shows of one connected proxy.
@@ -27,6 +29,10 @@ pub struct SessionInfo {
     pub acked: BTreeMap<String, String>,
     pub nacked: BTreeMap<String, String>,
     pub cert_expires_at_unix_ms: i64,
+    /// The join token behind the session's certificate.
+    pub token_id: Option<String>,
+    /// Tells the session to end, with the reason (its token was revoked).
+    pub close: Arc<watch::Sender<Option<String>>>,
 }
 
 pub struct Settings {
@@ -35,6 +41,8 @@ pub struct Settings {
     pub endpoint_grace: Duration,
     /// After the controller starts, how long proxies keep the endpoints they held before it.
     pub restart_holddown: Duration,
+    /// Registered instances per identity, at most.
+    pub max_instances: usize,
 }
 
 pub struct MeshState {
@@ -44,6 +52,7 @@ pub struct MeshState {
     pub settings: Settings,
     pub metrics: ControllerMetrics,
     pub ca: Arc<CertificateAuthority>,
+    revoked: RwLock<RevocationList>,
     next_session: AtomicU64,
 }
 
@@ -76,6 +85,7 @@ impl MeshState {
             settings,
             metrics,
             ca,
+            revoked: RwLock::new(RevocationList::default()),
             next_session: AtomicU64::new(1),
         });
         state.metrics.config_version.with(&[]).set(1);
@@ -121,27 +131,91 @@ impl MeshState {
         now < self.started + self.settings.restart_holddown
     }
 
-    /// Registers a proxy's workload for a new stream; returns the session id.
-    pub fn connect(&self, identity: SpiffeId, workload: pb::Workload, peer: String, cert_expiry: i64) -> u64 {
-        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+    /// A new session id.
+    pub fn new_session(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers a proxy's workload for `session` (checked by the discovery stream: identity,
+    /// namespace and source address agree). `exclusive`: its token binds it to this instance.
+    /// Returns the session's close signal and what the registry changed.
+    pub fn connect(
+        &self,
+        session: u64,
+        reg: Registration,
+        peer: String,
+        cert_expiry: i64,
+        token_id: Option<String>,
+        exclusive: bool,
+    ) -> Result<(watch::Receiver<Option<String>>, Admitted), Refused> {
         let mut inner = self.lock();
+        let (workload, identity) = (reg.workload.clone(), reg.identity.clone());
+        let admitted = match inner.registry.connect(reg, session, self.settings.max_instances, exclusive) {
+            Ok(a) => a,
+            Err(e) => {
+                self.metrics.registrations_refused.with(&[e.reason()]).inc();
+                return Err(e);
+            }
+        };
+        if !admitted.dropped_ports.is_empty() {
+            self.metrics.app_ports_refused.with(&[]).add(admitted.dropped_ports.len() as u64);
+        }
+        let (close, closed) = watch::channel(None);
         inner.sessions.insert(
             session,
             SessionInfo {
-                workload: workload.clone(),
-                identity: identity.clone(),
+                workload,
+                identity,
                 peer,
                 connected_since: SystemTime::now(),
                 acked: BTreeMap::new(),
                 nacked: BTreeMap::new(),
                 cert_expires_at_unix_ms: cert_expiry,
+                token_id,
+                close: Arc::new(close),
             },
         );
         self.metrics.proxies_connected.with(&[]).set(inner.sessions.len() as i64);
-        if inner.registry.connect(identity, workload, session) {
+        if admitted.changed {
             self.republish(&mut inner);
         }
-        session
+        Ok((closed, admitted))
+    }
+
+    /// The session's proxy holds its own policy: announce its endpoint.
+    pub fn set_ready(&self, session: u64) {
+        let mut inner = self.lock();
+        let Some(info) = inner.sessions.get(&session).cloned() else { return };
+        if inner.registry.set_ready(&info.identity, &info.workload.instance, session) {
+            self.republish(&mut inner);
+        }
+    }
+
+    /// Records a further IP a registered workload proved (its other address family).
+    pub fn attest_ip(&self, identity: &SpiffeId, instance: &str, ip: IpAddr) -> bool {
+        let mut inner = self.lock();
+        let added = inner.registry.add_ip(identity, instance, ip);
+        if added {
+            self.republish(&mut inner);
+        }
+        added
+    }
+
+    /// Whether a join-token id is revoked.
+    pub fn is_revoked(&self, token_id: &str) -> bool {
+        self.revoked.read().unwrap_or_else(|e| e.into_inner()).contains(token_id)
+    }
+
+    /// Puts a new revocation list in force: sessions of revoked tokens are closed.
+    pub fn set_revocations(&self, list: RevocationList) {
+        let inner = self.lock();
+        for (id, s) in &inner.sessions {
+            if let Some(t) = s.token_id.as_deref().filter(|t| list.contains(t)) {
+                tracing::warn!(session = id, identity = %s.identity, token = t, "closing the stream of a revoked token");
+                s.close.send_replace(Some(format!("join token {t} was revoked")));
+            }
+        }
+        *self.revoked.write().unwrap_or_else(|e| e.into_inner()) = list;
     }
 
     pub fn disconnect(&self, session: u64) {
@@ -185,20 +259,18 @@ impl MeshState {
         let snap = self.snapshots.borrow().clone();
         let now = Instant::now();
         let holddown_left = (self.started + self.settings.restart_holddown).saturating_duration_since(now);
-        let services: Vec<_> = inner
-            .mesh
-            .services
-            .values()
-            .chain(snap.resources(weft_proto::types::SERVICE).into_iter().flat_map(|m| m.values()).filter_map(|r| {
-                match &r.body {
-                    Some(pb::resource::Body::Service(s)) if !inner.mesh.services.contains_key(&s.name) => Some(s),
-                    _ => None,
-                }
-            }))
-            .map(|s| {
+        let services: Vec<_> = snap
+            .resources(weft_proto::types::SERVICE)
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter_map(|(key, r)| match &r.body {
+                Some(pb::resource::Body::Service(s)) => Some((key, s)),
+                _ => None,
+            })
+            .map(|(key, s)| {
                 let endpoints: Vec<_> = snap
                     .resources(weft_proto::types::ENDPOINTS)
-                    .and_then(|m| m.get(&s.name))
+                    .and_then(|m| m.get(key))
                     .and_then(|r| match &r.body {
                         Some(pb::resource::Body::Endpoints(e)) => Some(e.endpoints.clone()),
                         _ => None,
@@ -228,7 +300,7 @@ impl MeshState {
                     "protocol": pb::Protocol::try_from(s.protocol).map(|p| p.as_str_name()).unwrap_or("?"),
                     "vip": s.vip,
                     "mtls": if s.mtls == pb::MtlsMode::Strict as i32 { "strict" } else { "permissive" },
-                    "declared": inner.mesh.services.contains_key(&s.name),
+                    "declared": inner.mesh.services.contains_key(key),
                     "endpoints": endpoints,
                 })
             })
@@ -245,6 +317,7 @@ impl MeshState {
                     "instance": s.workload.instance,
                     "identity": s.identity.to_string(),
                     "address": s.workload.inbound_address,
+                    "token_id": s.token_id,
                     "transparent": s.workload.transparent,
                     "peer": s.peer,
                     "proxy_version": s.workload.proxy_version,

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod log_limit;
 pub mod logging;
 pub mod metrics;
 

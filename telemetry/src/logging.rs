@@ -49,10 +49,12 @@ pub fn init(level: &str, json: bool) -> Result<LogLevel, String> {
     let filter = parse(level)?;
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
+    // Colour only on a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let result = if json {
         registry.with(fmt::layer().json().with_writer(std::io::stderr)).try_init()
     } else {
-        registry.with(fmt::layer().with_writer(std::io::stderr).with_target(false)).try_init()
+        registry.with(fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(ansi)).try_init()
     };
     result.map_err(|e| e.to_string())?;
     Ok(LogLevel { handle: Some(Arc::new(handle)), current: Arc::new(std::sync::Mutex::new(level.to_string())) })

@@ -2,13 +2,16 @@
 //! Parsing reports every problem at once; a valid file becomes the per-service policies that the
 //! discovery stream hands to proxies.
 
+mod guard;
 mod yaml;
+
+pub use guard::MAX_BYTES as MAX_MESH_BYTES;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use weft_certs::SpiffeId;
+use weft_certs::{ServiceKey, SpiffeId};
 use weft_proto::v1 as pb;
 
 pub use weft_proto::duration::parse_duration;
@@ -28,7 +31,10 @@ pub const RETRY_CONDITIONS: &[&str] = &[
     "unavailable",
 ];
 
-/// A validated mesh file.
+/// The namespace of a service whose key and `namespace:` field name none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// A validated mesh file. Services are keyed `NS/NAME` (the discovery resources' names).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MeshConfig {
     pub trust_domain: String,
@@ -39,6 +45,7 @@ pub struct MeshConfig {
 /// An endpoint outside the mesh (no proxy): reached directly, in plaintext.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StaticEndpoint {
+    /// `NS/NAME`.
     pub service: String,
     pub address: SocketAddr,
     pub protocol: pb::Protocol,
@@ -47,9 +54,13 @@ pub struct StaticEndpoint {
 impl MeshConfig {
     /// Parses and validates mesh-file text. Every problem found is returned at once.
     pub fn parse(text: &str) -> Result<Self, Vec<String>> {
+        guard::check(text).map_err(|e| vec![e])?;
         let value: serde_norway::Value =
             serde_norway::from_str(text).map_err(|e| vec![format!("not valid YAML: {e}")])?;
         let mut p = Problems::default();
+        if value.is_null() {
+            return Err(vec!["the mesh file is empty: it needs at least `trust_domain: ...`".into()]);
+        }
         let Some(mut root) = Obj::new("", &value, &mut p) else {
             return Err(p.0);
         };
@@ -67,14 +78,14 @@ impl MeshConfig {
         };
         let mut services = BTreeMap::new();
         if let Some(svcs) = root.obj("services", &mut p) {
-            for (name, v) in svcs.entries() {
-                let path = format!("services.{name}");
-                if let Err(e) = SpiffeId::new("weft.local", "default", &name) {
-                    p.add(&path, format!("invalid service name: {e}"));
-                    continue;
-                }
-                if let Some(policy) = parse_service(&path, &name, v, &trust_domain, &mut p) {
-                    services.insert(name, policy);
+            for (raw, v) in svcs.entries() {
+                let path = format!("services.{raw}");
+                if let Some((key, policy)) = parse_service(&path, &raw, v, &trust_domain, &mut p) {
+                    let key = key.to_string();
+                    if services.contains_key(&key) {
+                        p.add(&path, format!("{key} is declared twice"));
+                    }
+                    services.insert(key, policy);
                 }
             }
             // Consumed through entries(): every key is a service name.
@@ -91,9 +102,10 @@ impl MeshConfig {
 
         // Static endpoints may name services the file does not declare: give those defaults.
         for e in &static_endpoints {
+            let (namespace, name) = e.service.split_once('/').unwrap_or((DEFAULT_NAMESPACE, &e.service));
             services.entry(e.service.clone()).or_insert_with(|| pb::ServicePolicy {
-                name: e.service.clone(),
-                namespace: "default".into(),
+                name: name.to_string(),
+                namespace: namespace.to_string(),
                 protocol: e.protocol as i32,
                 circuit_breaker: Some(default_circuit_breaker()),
                 default_route: Some(pb::RoutePolicy::default()),
@@ -130,22 +142,49 @@ fn parse_protocol(o: &mut Obj, p: &mut Problems) -> Option<pb::Protocol> {
     })
 }
 
+/// A service's key: `NAME` (in the `namespace:` field's namespace, else `default`) or `NS/NAME`
+/// (then a `namespace:` field, if any, must agree).
+fn service_key(path: &str, raw: &str, field: Option<&str>, p: &mut Problems) -> Option<ServiceKey> {
+    let key = match ServiceKey::parse(raw, field.unwrap_or(DEFAULT_NAMESPACE)) {
+        Ok(k) => k,
+        Err(e) => {
+            p.add(path, format!("invalid service key (NAME or NAMESPACE/NAME): {e}"));
+            return None;
+        }
+    };
+    if let Some(ns) = field.filter(|ns| *ns != key.namespace()) {
+        p.add(&format!("{path}.namespace"), format!("{ns:?} contradicts the key's namespace {:?}", key.namespace()));
+        return None;
+    }
+    if key.namespace() == weft_certs::spiffe::SYSTEM_NAMESPACE {
+        p.add(path, "the namespace weft-system is reserved for the control plane");
+        return None;
+    }
+    Some(key)
+}
+
+/// An `allow` entry: `SA` (the service's own namespace), `NS/SA`, or a full SPIFFE ID.
+fn allowed_identity(entry: &str, namespace: &str, td: &str) -> Result<SpiffeId, String> {
+    if entry.starts_with("spiffe://") {
+        return entry.parse::<SpiffeId>().map_err(|e| e.to_string());
+    }
+    let td = if td.is_empty() { "weft.local" } else { td };
+    let (ns, sa) = entry.split_once('/').unwrap_or((namespace, entry));
+    SpiffeId::new(td, ns, sa).map_err(|e| format!("{e} (expected SA, NAMESPACE/SA or spiffe://...)"))
+}
+
 fn parse_service(
     path: &str,
-    name: &str,
+    raw_key: &str,
     v: &serde_norway::Value,
     td: &str,
     p: &mut Problems,
-) -> Option<pb::ServicePolicy> {
+) -> Option<(ServiceKey, pb::ServicePolicy)> {
     let mut o = Obj::new(path, v, p)?;
     let protocol = parse_protocol(&mut o, p).unwrap_or(pb::Protocol::Detect);
-    let namespace = o.str("namespace", p).unwrap_or_else(|| "default".into());
-    if let Err(e) = SpiffeId::new("weft.local", &namespace, name) {
-        p.add(&o.child_path("namespace"), e);
-    }
-    if namespace == weft_certs::spiffe::SYSTEM_NAMESPACE {
-        p.add(&o.child_path("namespace"), "weft-system is reserved for the control plane");
-    }
+    let namespace_field = o.str("namespace", p);
+    let key = service_key(path, raw_key, namespace_field.as_deref(), p);
+    let namespace = key.as_ref().map_or_else(|| DEFAULT_NAMESPACE.to_string(), |k| k.namespace().to_string());
     let vip = o.str("vip", p).and_then(|s| match s.parse::<IpAddr>() {
         Ok(ip) => Some(ip.to_string()),
         Err(_) => {
@@ -178,17 +217,9 @@ fn parse_service(
     let allow = o.strings("allow", p).map(|list| {
         let mut ids = Vec::new();
         for (i, entry) in list.iter().enumerate() {
-            let apath = format!("{path}.allow[{i}]");
-            if entry.starts_with("spiffe://") {
-                match entry.parse::<SpiffeId>() {
-                    Ok(id) => ids.push(id.to_string()),
-                    Err(e) => p.add(&apath, e),
-                }
-            } else {
-                match SpiffeId::new(if td.is_empty() { "weft.local" } else { td }, &namespace, entry) {
-                    Ok(id) => ids.push(id.to_string()),
-                    Err(e) => p.add(&apath, e),
-                }
+            match allowed_identity(entry, &namespace, td) {
+                Ok(id) => ids.push(id.to_string()),
+                Err(e) => p.add(&format!("{path}.allow[{i}]"), e),
             }
         }
         pb::AllowList { identities: ids }
@@ -208,6 +239,7 @@ fn parse_service(
                 continue;
             };
             let version = so.str("version", p);
+            let has_weight = so.get("weight").is_some();
             let weight = so.int_in("weight", 0..=1_000_000, p);
             so.finish(p);
             match (version, weight) {
@@ -217,7 +249,12 @@ fn parse_service(
                     }
                     split.push(pb::SplitWeight { version, weight: weight as u32 });
                 }
-                _ => p.add(&spath, "version and weight are required"),
+                // An invalid weight was reported already; only a missing field is news.
+                (version, _) => {
+                    if version.is_none() || !has_weight {
+                        p.add(&spath, "version and weight are required")
+                    }
+                }
             }
         }
         if !split.is_empty() && split.iter().all(|s| s.weight == 0) {
@@ -260,8 +297,9 @@ fn parse_service(
     if http_only && (!routes.is_empty() || defaults.retries.is_some() || defaults.faults.is_some()) {
         p.add(path, "routes, retries and faults apply to HTTP; this service's protocol is tcp");
     }
-    Some(pb::ServicePolicy {
-        name: name.to_string(),
+    let key = key?;
+    Some((key.clone(), pb::ServicePolicy {
+        name: key.name().to_string(),
         namespace,
         protocol: protocol as i32,
         vip: vip.unwrap_or_default(),
@@ -272,7 +310,7 @@ fn parse_service(
         routes,
         circuit_breaker: Some(circuit_breaker),
         split,
-    })
+    }))
 }
 
 /// The per-route policy fields; a route's absent fields fall back to the service's.
@@ -474,10 +512,13 @@ fn parse_static_endpoint(path: &str, v: &serde_norway::Value, p: &mut Problems) 
         p.add(path, "service and address are required");
         return None;
     };
-    if let Err(e) = SpiffeId::new("weft.local", "default", &service) {
-        p.add(&format!("{path}.service"), e);
-        return None;
-    }
+    let service = match ServiceKey::parse(&service, DEFAULT_NAMESPACE) {
+        Ok(k) => k.to_string(),
+        Err(e) => {
+            p.add(&format!("{path}.service"), format!("{e} (expected NAME or NAMESPACE/NAME)"));
+            return None;
+        }
+    };
     match address.parse::<SocketAddr>() {
         Ok(address) => Some(StaticEndpoint { service, address, protocol }),
         Err(_) => {
@@ -527,7 +568,7 @@ endpoints:
     fn parses_the_full_example() {
         let m = MeshConfig::parse(FULL).unwrap();
         assert_eq!(m.trust_domain, "weft.local");
-        let bar = &m.services["bar"];
+        let bar = &m.services["default/bar"];
         assert_eq!(bar.protocol, pb::Protocol::Http as i32);
         assert_eq!(bar.vip, "10.96.0.10");
         assert_eq!(bar.ports, vec![pb::PortMapping { port: 80, target_port: 8080 }]);
@@ -548,14 +589,14 @@ endpoints:
         assert_eq!(route.retries.as_ref().unwrap().max_retries, 2);
         assert_eq!(bar.routes[0].r#match.as_ref().unwrap().headers["x-canary"], "1");
         // A static endpoint's service gets defaults.
-        assert_eq!(m.services["payments"].protocol, pb::Protocol::Tcp as i32);
+        assert_eq!(m.services["default/payments"].protocol, pb::Protocol::Tcp as i32);
         assert_eq!(m.static_endpoints[0].address, "10.0.5.7:443".parse().unwrap());
     }
 
     #[test]
     fn absent_sections_mean_the_documented_defaults() {
         let m = MeshConfig::parse("trust_domain: weft.local\nservices:\n  bar: {}\n").unwrap();
-        let bar = &m.services["bar"];
+        let bar = &m.services["default/bar"];
         assert_eq!(bar.default_route.as_ref().unwrap().timeout_ms, 0, "no timeout unless configured");
         assert!(bar.default_route.as_ref().unwrap().retries.is_none(), "no retries unless configured");
         assert!(bar.allow.is_none(), "every mesh identity allowed");
@@ -566,7 +607,7 @@ endpoints:
     #[test]
     fn retries_get_the_default_budget() {
         let m = MeshConfig::parse("trust_domain: weft.local\nservices:\n  bar: {retries: {max_retries: 3}}\n").unwrap();
-        let r = m.services["bar"].default_route.clone().unwrap().retries.unwrap();
+        let r = m.services["default/bar"].default_route.clone().unwrap().retries.unwrap();
         assert_eq!(r.budget, Some(default_budget()));
         assert_eq!(r.on, vec!["5xx", "reset", "connect-failure", "refused-stream"]);
     }
@@ -610,7 +651,7 @@ endpoints:
     #[test]
     fn rejects_duplicate_vips_and_reserved_namespace() {
         let errs = MeshConfig::parse(
-            "trust_domain: weft.local\nservices:\n  a: {vip: 10.0.0.1}\n  b: {vip: 10.0.0.1, namespace: weft-system}\n",
+            "trust_domain: weft.local\nservices:\n  a: {vip: 10.0.0.1}\n  b: {vip: 10.0.0.1}\n  c: {namespace: weft-system}\n  weft-system/d: {}\n",
         )
         .unwrap_err()
         .join("\n");
@@ -627,6 +668,61 @@ endpoints:
         ] {
             MeshConfig::parse(text).unwrap_or_else(|e| panic!("{e:?}"));
         }
+    }
+
+    #[test]
+    fn services_are_keyed_by_namespace_and_name() {
+        let m = MeshConfig::parse(
+            "trust_domain: weft.local
+services:
+  bar: {allow: [foo, shop/web]}
+  evil/bar: {}
+  pay: {namespace: shop, allow: [web, spiffe://weft.local/ns/default/sa/foo]}
+endpoints:
+  - {service: shop/db, address: \"10.0.0.9:5432\"}
+  - {service: legacy, address: \"10.0.0.8:80\"}
+",
+        )
+        .unwrap();
+        let keys: Vec<_> = m.services.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["default/bar", "default/legacy", "evil/bar", "shop/db", "shop/pay"]);
+        assert_eq!(m.services["evil/bar"].namespace, "evil");
+        assert_eq!(m.services["evil/bar"].name, "bar");
+        assert_eq!(
+            m.services["default/bar"].allow.as_ref().unwrap().identities,
+            ["spiffe://weft.local/ns/default/sa/foo", "spiffe://weft.local/ns/shop/sa/web"]
+        );
+        assert_eq!(
+            m.services["shop/pay"].allow.as_ref().unwrap().identities,
+            ["spiffe://weft.local/ns/shop/sa/web", "spiffe://weft.local/ns/default/sa/foo"]
+        );
+        assert_eq!(m.static_endpoints[0].service, "shop/db");
+        assert_eq!(m.services["shop/db"].namespace, "shop");
+    }
+
+    #[test]
+    fn contradicting_or_duplicate_keys_are_refused() {
+        let errs = MeshConfig::parse(
+            "trust_domain: weft.local\nservices:\n  a/bar: {namespace: b}\n  bar: {}\n  default/bar: {}\n  x/y/z: {}\n",
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(errs.contains("contradicts"), "{errs}");
+        assert!(errs.contains("declared twice"), "{errs}");
+        assert!(errs.contains("services.x/y/z"), "{errs}");
+    }
+
+    #[test]
+    fn an_empty_file_and_a_bad_weight_say_what_is_wrong_once() {
+        let errs = MeshConfig::parse("").unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].contains("empty"), "{errs:?}");
+        let errs = MeshConfig::parse(
+            "trust_domain: weft.local\nservices:\n  bar: {split: [{version: v1, weight: -5}, {version: v2, weight: 1}]}\n",
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("weight"), "{errs:?}");
     }
 
     #[test]
