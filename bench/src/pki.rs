@@ -57,9 +57,9 @@ impl BenchPki {
     /// A join token file for a Weft proxy of service `name`.
     pub fn join_token(&self, name: &str) -> anyhow::Result<PathBuf> {
         let id = SpiffeId::new(TRUST_DOMAIN, "default", name)?;
-        let token = self.ca.join_token(&id, Duration::from_secs(24 * 3600))?;
+        let (token, _) = self.ca.join_token(&id, Duration::from_secs(24 * 3600), None)?;
         let path = self.dir.join(format!("{name}.token"));
-        std::fs::write(&path, token)?;
+        weft_certs::ca::write_secret(&path, token.as_bytes())?;
         Ok(path)
     }
 

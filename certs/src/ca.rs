@@ -184,6 +184,11 @@ impl CertificateAuthority {
         Ok((token::sign(&claims, &self.token_key)?, claims))
     }
 
+    /// The claims of a token this CA signed, expired or not (to revoke it by its file).
+    pub fn token_claims(&self, token: &str) -> Result<TokenClaims, CaError> {
+        Ok(token::verify(token, &self.public_key, 0)?.0)
+    }
+
     /// Verifies a join token and that it grants `asked`; returns its claims.
     pub fn verify_join_token(&self, token: &str, asked: &SpiffeId) -> Result<TokenClaims, CaError> {
         let (claims, granted) = token::verify(token, &self.public_key, unix_now())?;
@@ -313,6 +318,15 @@ fn random_serial() -> SerialNumber {
     bytes[0] &= 0x7f; // keep the serial positive
     bytes[0] |= 0x01; // and of fixed length
     SerialNumber::from_slice(&bytes)
+}
+
+/// Writes a secret (a join token, a key) readable by its owner only, replacing any file there.
+pub fn write_secret(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    // An existing file keeps its mode through open(): make it private too.
+    f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    f.write_all(data)
 }
 
 fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {

@@ -62,6 +62,27 @@ enum CaCommand {
         services: Vec<String>,
         #[arg(long, default_value = "default")]
         namespace: String,
+        /// How long the tokens may be used for first certificates.
+        #[arg(long, default_value = "30d")]
+        ttl: String,
+        /// UID:GID to own the token files (mode 0600), for proxies that run as another user.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Revoke a join token: controllers refuse its first certificates and renewals and close its
+    /// proxies' streams (certificates already issued stay valid until they expire, --cert-ttl).
+    Revoke {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The token's id (printed by `weft ca token` on stderr).
+        #[arg(long)]
+        token_id: Option<String>,
+        /// Or the token itself, in a file.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Why, recorded in the revocation list.
+        #[arg(long, default_value = "revoked by weft ca revoke")]
+        reason: String,
     },
     /// Print a join token that lets a proxy claim exactly one identity.
     Token {
@@ -74,6 +95,9 @@ enum CaCommand {
         /// How long the token may be used for a first certificate.
         #[arg(long, default_value = "30d")]
         ttl: String,
+        /// Only a proxy with this --instance may register with it, one stream at a time.
+        #[arg(long)]
+        bind_instance: Option<String>,
     },
 }
 
@@ -81,9 +105,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ca(CaCommand::Init { dir, trust_domain }) => ca::init(&dir, &trust_domain),
-        Command::Ca(CaCommand::Token { dir, service, namespace, ttl }) => ca::token(&dir, &service, &namespace, &ttl),
-        Command::Ca(CaCommand::Bootstrap { dir, trust_domain, services, namespace }) => {
-            ca::bootstrap(&dir, &trust_domain, &services, &namespace)
+        Command::Ca(CaCommand::Token { dir, service, namespace, ttl, bind_instance }) => {
+            ca::token(&dir, &service, &namespace, &ttl, bind_instance.as_deref())
+        }
+        Command::Ca(CaCommand::Bootstrap { dir, trust_domain, services, namespace, ttl, owner }) => owner
+            .as_deref()
+            .map(ca::parse_owner)
+            .transpose()
+            .and_then(|owner| ca::bootstrap(&dir, &trust_domain, &services, &namespace, &ttl, owner)),
+        Command::Ca(CaCommand::Revoke { dir, token_id, token_file, reason }) => {
+            ca::revoke(&dir, token_id.as_deref(), token_file.as_deref(), &reason)
         }
         Command::Load(args) => playground::load_command(args),
         Command::Status { controller_admin, json } => status::run(&controller_admin, json),

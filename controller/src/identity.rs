@@ -61,6 +61,15 @@ impl pb::identity_server::Identity for IdentityService {
                 }
                 ("renewal", provenance)
             }
+            None if req.token.is_empty() && !req.identity_token.is_empty() => {
+                return Err(refuse(
+                    "token",
+                    Status::unauthenticated(
+                        "this controller takes join tokens (universal mode), not service-account tokens: \
+                         give the proxy a join token with --token-file",
+                    ),
+                ));
+            }
             None => {
                 let claims = ca.verify_join_token(&req.token, &asked).map_err(|e| match e {
                     CaError::Reserved(_) | CaError::WrongTrustDomain { .. } => {

@@ -1,5 +1,6 @@
-//! The proxy's admin port: `/metrics`, `/live`, `/ready`, `/config`, `/log-level`, and
-//! `POST /shutdown` (from loopback only, so that a job's sidecar can be told to exit).
+//! The proxy's admin port: `/metrics`, `/live`, `/ready` and the kubelet's `/app-probe/…` for
+//! anyone; `/config` (the topology), `/log-level` and `POST /shutdown` for loopback callers only
+//! unless `--admin-open`.
 
 use std::sync::Arc;
 
@@ -22,8 +23,18 @@ pub async fn serve(
         let log = log.clone();
         let shutdown = shutdown.clone();
         async move {
+            let restricted = matches!(req.path.as_str(), "/config" | "/log-level" | "/shutdown");
+            if restricted && !ctx.cfg.admin_open && !admin::is_loopback(req.peer) {
+                return admin::loopback_only(&req.path, "--admin-open");
+            }
+            if let Some(probe) = req.path.strip_prefix("/app-probe/") {
+                return crate::app_probe::answer(&ctx, probe, req.query.as_deref()).await;
+            }
             match (req.method.clone(), req.path.as_str()) {
-                (Method::GET, "/metrics") => admin::metrics(ctx.metrics.registry.render()),
+                (Method::GET, "/metrics") => {
+                    refresh_gauges(&ctx);
+                    admin::metrics(ctx.metrics.registry.render())
+                }
                 (Method::GET, "/live") => admin::text(StatusCode::OK, "live\n"),
                 (Method::GET, "/ready") => {
                     if ctx.readiness.is_ready() {
@@ -44,12 +55,8 @@ pub async fn serve(
                     }
                 }
                 (Method::POST, "/shutdown") => {
-                    if req.peer.ip().is_loopback() || req.peer.ip().to_canonical().is_loopback() {
-                        let _ = shutdown.send("POST /shutdown");
-                        admin::text(StatusCode::OK, "shutting down\n")
-                    } else {
-                        admin::text(StatusCode::FORBIDDEN, "shutdown is accepted from loopback only\n")
-                    }
+                    let _ = shutdown.send("POST /shutdown");
+                    admin::text(StatusCode::OK, "shutting down\n")
                 }
                 _ => admin::text(
                     StatusCode::NOT_FOUND,
@@ -59,6 +66,15 @@ pub async fn serve(
         }
     })
     .await
+}
+
+/// Gauges that follow time rather than events, brought up to date for a scrape: an ejected
+/// endpoint whose ejection ran out counts as back even if no request has been sent to it since.
+fn refresh_gauges(ctx: &ProxyContext) {
+    let now = tokio::time::Instant::now();
+    for s in ctx.view().services.values().filter(|s| !s.endpoints.is_empty()) {
+        ctx.metrics.endpoints_ejected.with(&[&s.name, &s.namespace]).set(s.ejected(now) as i64);
+    }
 }
 
 /// The active configuration and its versions, as JSON.
@@ -85,6 +101,8 @@ fn config_json(ctx: &ProxyContext) -> String {
             });
             json!({
                 "name": s.name,
+                "namespace": s.namespace,
+                "key": s.key,
                 "policy": policy,
                 "endpoints": s.endpoints.iter().map(|e| json!({
                     "address": e.addr.to_string(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{parse_duration, AccessLog, ProxyConfig, Upstream};
+use crate::config::{parse_duration, AccessLog, AppProbe, ProxyConfig, Upstream};
 
 #[derive(Parser, Debug)]
 #[command(name = "weft-proxy", version, about = "The Weft sidecar proxy", args_conflicts_with_subcommands = true)]
@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// The join token file (`weft ca token`), used for the first certificate.
     #[arg(long, env = "WEFT_PROXY_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// A projected Kubernetes service-account token (audience weft.io/identity), presented for the
+    /// first certificate when no --token-file is given.
+    #[arg(long, env = "WEFT_PROXY_IDENTITY_TOKEN_FILE")]
+    pub identity_token_file: Option<PathBuf>,
     /// The service this workload is; its identity is spiffe://TD/ns/NAMESPACE/sa/SERVICE.
     #[arg(long, env = "WEFT_PROXY_SERVICE")]
     pub service: Option<String>,
@@ -59,18 +63,40 @@ pub struct RunArgs {
     /// The address peers dial (default: this host's address towards the controller, inbound port).
     #[arg(long, env = "WEFT_PROXY_ADVERTISE_ADDR")]
     pub advertise_addr: Option<String>,
-    /// NAME=ADDR: a local listener through which the app reaches service NAME (repeatable).
+    /// NAME=ADDR or NAMESPACE/NAME=ADDR: a local listener through which the app reaches that
+    /// service (repeatable; a bare NAME is in this workload's namespace).
     #[arg(long = "upstream", env = "WEFT_PROXY_UPSTREAMS", value_delimiter = ',')]
     pub upstreams: Vec<String>,
+    /// Let --upstream listen on a non-loopback address (anyone who reaches it calls with this
+    /// workload's identity).
+    #[arg(long, env = "WEFT_PROXY_ALLOW_REMOTE_UPSTREAMS")]
+    pub allow_remote_upstreams: bool,
     /// Transparent mode: serve iptables-redirected traffic on --outbound and the inbound port.
     #[arg(long, env = "WEFT_PROXY_TRANSPARENT")]
     pub transparent: bool,
     /// The outbound listener that iptables feeds (transparent mode).
     #[arg(long, env = "WEFT_PROXY_OUTBOUND", default_value = "127.0.0.1:4140")]
     pub outbound: String,
-    /// Admin HTTP: /metrics, /live, /ready, /config, /log-level, POST /shutdown.
+    /// Admin HTTP: /metrics, /live, /ready for anyone; /config, /log-level, POST /shutdown from
+    /// loopback (unless --admin-open).
     #[arg(long, env = "WEFT_PROXY_ADMIN", default_value = "0.0.0.0:4191")]
     pub admin: String,
+    /// Serve /config, /log-level and POST /shutdown to any address, not only loopback.
+    #[arg(long, env = "WEFT_PROXY_ADMIN_OPEN")]
+    pub admin_open: bool,
+    /// Kubelet probes the admin port answers for the app: http:PORT/PATH (GET
+    /// /app-probe/http/PORT/PATH) or tcp:PORT (GET /app-probe/tcp/PORT); comma-separated.
+    #[arg(long = "app-probe", env = "WEFT_PROXY_APP_PROBES", value_delimiter = ',')]
+    pub app_probes: Vec<String>,
+    /// Requests from peers served at once, at most; beyond: 503 with x-weft-overloaded.
+    #[arg(long, env = "WEFT_PROXY_MAX_INBOUND_REQUESTS", default_value_t = 1024)]
+    pub max_inbound_requests: usize,
+    /// An HTTP connection with no request in progress for this long is closed (`0s`: never).
+    #[arg(long, env = "WEFT_PROXY_IDLE_TIMEOUT", default_value = "1h")]
+    pub idle_timeout: String,
+    /// A request body that moves no byte for this long fails (`0s`: never).
+    #[arg(long, env = "WEFT_PROXY_STREAM_IDLE_TIMEOUT", default_value = "5m")]
+    pub stream_idle_timeout: String,
     /// Data-plane threads.
     #[arg(long, env = "WEFT_PROXY_WORKERS", default_value_t = 1)]
     pub workers: usize,
@@ -85,8 +111,10 @@ pub struct RunArgs {
     /// next request).
     #[arg(long, env = "WEFT_PROXY_HEADER_READ_TIMEOUT", default_value = "30s")]
     pub header_read_timeout: String,
-    /// Connect timeout towards peers and the app.
-    #[arg(long, env = "WEFT_PROXY_CONNECT_TIMEOUT", default_value = "1s")]
+    /// Connect timeout towards peers and the app: long enough to ride out one lost SYN (the
+    /// first retransmission leaves after 1 s), which a burst that fills the app's accept queue
+    /// causes.
+    #[arg(long, env = "WEFT_PROXY_CONNECT_TIMEOUT", default_value = "3s")]
     pub connect_timeout: String,
     /// Idle pooled connections to the app are closed after this; keep it below the app's own
     /// keep-alive timeout (Node's is 5 s) so the proxy never reuses a connection the app is closing.
@@ -129,8 +157,8 @@ impl RunArgs {
         if self.trust_anchor.is_none() {
             p.push("--trust-anchor is required".into());
         }
-        if self.token_file.is_none() {
-            p.push("--token-file is required".into());
+        if self.token_file.is_none() && self.identity_token_file.is_none() {
+            p.push("--token-file (or --identity-token-file) is required".into());
         }
         let controller = self.controller.as_deref().and_then(|c| match parse_controller_url(c) {
             Ok(x) => Some(x),
@@ -152,15 +180,20 @@ impl RunArgs {
                 None
             }
         });
-        if let Some(f) = &self.token_file {
-            if !f.is_file() {
-                p.push(format!("--token-file {}: no such file", f.display()));
+        for (flag, f) in [("token-file", &self.token_file), ("identity-token-file", &self.identity_token_file)] {
+            if let Some(f) = f.as_ref().filter(|f| !f.is_file()) {
+                p.push(format!("--{flag} {}: no such file", f.display()));
             }
         }
-        if let Some(s) = &self.service {
-            if let Err(e) = weft_certs::SpiffeId::new("weft.local", &self.namespace, s) {
+        let own_service = self.service.as_ref().and_then(|s| match weft_certs::ServiceKey::new(&self.namespace, s) {
+            Ok(k) => Some(k.to_string()),
+            Err(e) => {
                 p.push(format!("--service/--namespace: {e}"));
+                None
             }
+        });
+        if let Some(i) = self.instance.as_deref().filter(|i| !weft_certs::provenance::valid_instance(i)) {
+            p.push(format!("--instance {i:?}: use letters, digits, '.', '-', '_' and ':'"));
         }
         let mut addr = |flag: &str, v: &str| -> Option<SocketAddr> {
             match v.parse::<SocketAddr>() {
@@ -181,13 +214,35 @@ impl RunArgs {
         let admin = addr("admin", &self.admin);
         let mut upstreams = Vec::new();
         for u in &self.upstreams {
-            match u.split_once('=') {
-                Some((name, a)) if !name.is_empty() => match a.parse::<SocketAddr>() {
-                    Ok(listen) => upstreams.push(Upstream { service: name.to_string(), listen }),
-                    Err(_) => p.push(format!("--upstream {u:?}: {a:?} is not IP:port")),
-                },
-                _ => p.push(format!("--upstream {u:?}: expected NAME=IP:PORT")),
+            let Some((name, a)) = u.split_once('=').filter(|(n, _)| !n.is_empty()) else {
+                p.push(format!("--upstream {u:?}: expected NAME=IP:PORT or NAMESPACE/NAME=IP:PORT"));
+                continue;
+            };
+            let service = match weft_certs::ServiceKey::parse(name, &self.namespace) {
+                Ok(k) => k.to_string(),
+                Err(e) => {
+                    p.push(format!("--upstream {u:?}: {e}"));
+                    continue;
+                }
+            };
+            match a.parse::<SocketAddr>() {
+                Ok(listen) if !listen.ip().is_loopback() && !self.allow_remote_upstreams => p.push(format!(
+                    "--upstream {u:?}: {listen} is not a loopback address; anyone who reaches it would call {service} \
+                     with this workload's identity (add --allow-remote-upstreams if that is what you want)"
+                )),
+                Ok(listen) => upstreams.push(Upstream { service, listen }),
+                Err(_) => p.push(format!("--upstream {u:?}: {a:?} is not IP:port")),
             }
+        }
+        let mut app_probes = Vec::new();
+        for a in &self.app_probes {
+            match AppProbe::parse(a) {
+                Ok(probe) => app_probes.push(probe),
+                Err(e) => p.push(format!("--app-probe {e}")),
+            }
+        }
+        if self.max_inbound_requests == 0 {
+            p.push("--max-inbound-requests: must be at least 1".into());
         }
         if app.is_none() && !self.transparent && self.app.is_none() {
             p.push("--app is required unless --transparent is set".into());
@@ -214,6 +269,8 @@ impl RunArgs {
         let tcp_idle_timeout = dur("tcp-idle-timeout", &self.tcp_idle_timeout);
         let shutdown_grace = dur("shutdown-grace", &self.shutdown_grace);
         let shutdown_delay = dur("shutdown-delay", &self.shutdown_delay);
+        let idle_timeout = dur("idle-timeout", &self.idle_timeout);
+        let stream_idle_timeout = dur("stream-idle-timeout", &self.stream_idle_timeout);
         if !matches!(self.log_format.as_str(), "text" | "json") {
             p.push(format!("--log-format {:?}: expected text or json", self.log_format));
         }
@@ -228,8 +285,14 @@ impl RunArgs {
         if !p.is_empty() {
             return Err(p);
         }
-        let (Some((controller_host, controller_port)), Some(service), Some(inbound), Some(outbound), Some(admin)) =
-            (controller, self.service.clone(), inbound, outbound, admin)
+        let (
+            Some((controller_host, controller_port)),
+            Some(service),
+            Some(own_service),
+            Some(inbound),
+            Some(outbound),
+            Some(admin),
+        ) = (controller, self.service.clone(), own_service, inbound, outbound, admin)
         else {
             return Err(vec!["invalid configuration".into()]);
         };
@@ -238,9 +301,11 @@ impl RunArgs {
             controller_host,
             controller_port,
             trust_anchor_pem: trust_anchor_pem.unwrap_or_default(),
-            token_file: self.token_file.clone().unwrap_or_default(),
+            token_file: self.token_file.clone(),
+            identity_token_file: self.identity_token_file.clone(),
             service,
             namespace: self.namespace.clone(),
+            own_service,
             version: self.version.clone(),
             instance,
             app,
@@ -260,6 +325,11 @@ impl RunArgs {
             shutdown_grace: shutdown_grace.unwrap_or_default(),
             shutdown_delay: shutdown_delay.unwrap_or_default(),
             access_log: access_log.unwrap_or(AccessLog::Off),
+            admin_open: self.admin_open,
+            app_probes,
+            max_inbound_requests: self.max_inbound_requests,
+            idle_timeout: idle_timeout.unwrap_or_default(),
+            stream_idle_timeout: stream_idle_timeout.unwrap_or_default(),
         })
     }
 }
@@ -322,6 +392,31 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstreams_are_namespaced_and_loopback_unless_allowed() {
+        let base = ["weft-proxy", "--namespace", "shop", "--upstream", "bar=127.0.0.1:4140", "--upstream"];
+        let parse = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).unwrap().run
+        };
+        let problems = parse(&["other/baz=0.0.0.0:4141"]).validate().unwrap_err().join("\n");
+        assert!(problems.contains("not a loopback address"), "{problems}");
+        let problems = parse(&["other/baz=0.0.0.0:4141", "--allow-remote-upstreams"]).validate().unwrap_err().join("\n");
+        assert!(!problems.contains("loopback"), "{problems}");
+        let problems = parse(&["a/b/c=127.0.0.1:1"]).validate().unwrap_err().join("\n");
+        assert!(problems.contains("a/b/c"), "{problems}");
+    }
+
+    #[test]
+    fn app_probes_parse() {
+        assert_eq!(AppProbe::parse("http:8080/healthz?x=1").unwrap(), AppProbe::Http { port: 8080, path: "/healthz?x=1".into() });
+        assert_eq!(AppProbe::parse("tcp:5432").unwrap(), AppProbe::Tcp { port: 5432 });
+        for bad in ["http:8080", "http:/x", "tcp:0", "udp:53", "http:80/a b"] {
+            assert!(AppProbe::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn controller_urls() {

@@ -28,6 +28,8 @@ pub struct Endpoint {
     pub version: String,
     pub instance: String,
     pub app_ports: Vec<u16>,
+    /// Further IPs of the same workload (a dual-stack pod's other family).
+    pub other_ips: Vec<std::net::IpAddr>,
     pub protocol: Protocol,
     pub load: Load,
     pub outlier: OutlierState,
@@ -50,6 +52,7 @@ impl Endpoint {
             version,
             instance,
             app_ports,
+            other_ips: Vec::new(),
             protocol,
             load: Load::default(),
             outlier: OutlierState::default(),

@@ -37,6 +37,8 @@ pub struct ProxyContext {
     pub view_changed: tokio::sync::Notify,
     pub readiness: Readiness,
     pub drain: Drain,
+    /// Requests from peers in progress, bounded by `--max-inbound-requests`.
+    pub inbound_requests: tokio::sync::Semaphore,
 }
 
 impl ProxyContext {
@@ -74,6 +76,8 @@ pub struct Readiness {
     cert: AtomicBool,
     accepted: Mutex<HashSet<String>>,
     draining: AtomicBool,
+    /// Why the last attempt to get a certificate or a discovery stream failed (cleared on success).
+    problem: Mutex<Option<String>>,
 }
 
 impl Readiness {
@@ -85,6 +89,10 @@ impl Readiness {
     }
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Release);
+    }
+    /// Records (Some) or clears (None) the control plane's latest problem, shown by `/ready`.
+    pub fn set_problem(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
     }
     pub fn is_ready(&self) -> bool {
         let accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
@@ -106,6 +114,9 @@ impl Readiness {
             if !accepted.contains(t) {
                 missing.push(format!("waiting for {t}"));
             }
+        }
+        if let Some(p) = self.problem.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            missing.push(format!("last problem: {p}"));
         }
         missing.join("; ")
     }
@@ -222,6 +233,7 @@ pub fn test_context() -> Arc<ProxyContext> {
         view_changed: tokio::sync::Notify::new(),
         readiness: Readiness::default(),
         drain: Drain::default(),
+        inbound_requests: tokio::sync::Semaphore::new(cfg.max_inbound_requests),
         cfg,
     })
 }

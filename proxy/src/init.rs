@@ -47,6 +47,10 @@ pub struct InitArgs {
     /// Allow the machine's initial network namespace.
     #[arg(long)]
     pub force: bool,
+    /// Install IPv4 rules only, even though this namespace has IPv6 (whose traffic would then
+    /// bypass the proxy: strict mTLS included).
+    #[arg(long, env = "WEFT_PROXY_IPV4_ONLY")]
+    pub ipv4_only: bool,
     /// Which iptables backend: auto (the one already holding rules, else the system default), nft
     /// or legacy.
     #[arg(long, env = "WEFT_PROXY_IPTABLES_MODE", default_value = "auto")]
@@ -149,8 +153,9 @@ pub fn in_initial_netns() -> Result<bool, String> {
     Ok(ours == INIT_NET_INODE)
 }
 
-/// The iptables binaries to use for IPv4 and IPv6.
-fn backend(mode: &str) -> Result<(String, Option<String>), String> {
+/// The iptables binaries to use for IPv4 and IPv6. `look`: whether existing rules may be looked
+/// at to pick the backend (not in a dry run: even reading the legacy `nat` table creates it).
+fn backend(mode: &str, look: bool) -> Result<(String, Option<String>), String> {
     let have = |b: &str| which(b).is_some();
     let pick = |suffix: &str| -> (String, Option<String>) {
         let v4 = format!("iptables{suffix}");
@@ -175,7 +180,7 @@ fn backend(mode: &str) -> Result<(String, Option<String>), String> {
                     .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("-A")).count())
                     .unwrap_or(0)
             };
-            if have("iptables-legacy") && have("iptables-nft") {
+            if look && have("iptables-legacy") && have("iptables-nft") {
                 let (legacy, nft) = (count("iptables-legacy-save"), count("iptables-nft-save"));
                 if legacy > nft {
                     return Ok(pick("-legacy"));
@@ -297,13 +302,19 @@ fn run(args: &InitArgs) -> Result<(), String> {
                     redirected. Run this inside the pod's (or a test's) network namespace, or pass --force."
             .into());
     }
-    let (v4, v6) = backend(&args.iptables_mode)?;
+    let (v4, v6) = backend(&args.iptables_mode, !args.dry_run)?;
     let runner = Runner { dry_run: args.dry_run };
     let mut families = vec![(v4.clone(), Family::V4)];
-    match v6 {
-        Some(v6) if ipv6_enabled() || args.dry_run => families.push((v6, Family::V6)),
-        Some(_) => eprintln!("weft-proxy init: IPv6 is disabled here; installing IPv4 rules only"),
-        None => eprintln!("weft-proxy init: no ip6tables for this backend; installing IPv4 rules only"),
+    match (v6, ipv6_enabled(), args.ipv4_only) {
+        (_, _, true) => eprintln!("weft-proxy init: --ipv4-only: IPv6 traffic is not intercepted"),
+        (Some(v6), true, false) => families.push((v6, Family::V6)),
+        (Some(v6), false, false) if args.dry_run || args.uninstall => families.push((v6, Family::V6)),
+        (_, false, false) => eprintln!("weft-proxy init: IPv6 is disabled here; installing IPv4 rules only"),
+        (None, true, false) => {
+            return Err("this namespace has IPv6 but there is no ip6tables for this backend: IPv6 traffic would \
+                        bypass the proxy (and strict mTLS). Install ip6tables, or pass --ipv4-only to accept that."
+                .into())
+        }
     }
     for (bin, family) in families {
         if args.uninstall {

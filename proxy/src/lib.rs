@@ -4,6 +4,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod app_probe;
 pub mod args;
 pub mod await_cmd;
 pub mod balance;

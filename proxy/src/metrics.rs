@@ -34,45 +34,45 @@ impl ProxyMetrics {
             requests: r.counter(
                 "weft_requests_total",
                 "HTTP requests by direction, service, status code, TLS and (inbound) caller identity.",
-                &["direction", "service", "status_code", "tls", "client_id"],
+                &["direction", "service", "namespace", "status_code", "tls", "client_id"],
             ),
             request_duration: r.histogram(
                 "weft_request_duration_seconds",
                 "Time from request to response headers.",
-                &["direction", "service"],
+                &["direction", "service", "namespace"],
                 LATENCY_BUCKETS,
             ),
             retries: r.counter(
                 "weft_retries_total",
                 "Retries made, by the reason for retrying.",
-                &["service", "reason"],
+                &["service", "namespace", "reason"],
             ),
             retry_budget_exhausted: r.counter(
                 "weft_retry_budget_exhausted_total",
                 "Retries not made because the retry budget was empty.",
-                &["service"],
+                &["service", "namespace"],
             ),
             deadline_exceeded: r.counter(
                 "weft_deadline_exceeded_total",
                 "Requests ended because their deadline or timeout passed.",
-                &["direction", "service"],
+                &["direction", "service", "namespace"],
             ),
             breaker_rejections: r.counter(
                 "weft_circuit_breaker_rejections_total",
                 "Requests or connections refused by a circuit-breaker limit.",
-                &["service", "reason"],
+                &["service", "namespace", "reason"],
             ),
             endpoint_ejections: r.counter(
                 "weft_endpoint_ejections_total",
                 "Endpoints ejected by outlier detection.",
-                &["service"],
+                &["service", "namespace"],
             ),
-            endpoints_ejected: r.gauge("weft_endpoints_ejected", "Endpoints currently ejected.", &["service"]),
+            endpoints_ejected: r.gauge("weft_endpoints_ejected", "Endpoints currently ejected.", &["service", "namespace"]),
             tcp_open: r.gauge("weft_tcp_connections_open", "Open TCP connections.", &["direction"]),
             tcp_connections: r.counter(
                 "weft_tcp_connections_total",
                 "Accepted TCP connections by direction, service, TLS and whether the peer is meshed.",
-                &["direction", "service", "tls", "meshed"],
+                &["direction", "service", "namespace", "tls", "meshed"],
             ),
             tcp_bytes: r.counter(
                 "weft_tcp_bytes_total",
@@ -125,16 +125,24 @@ pub struct RequestSeries {
     requests: CounterVec,
     ok: Arc<Counter>,
     duration: Arc<Histogram>,
-    labels: [String; 4],
+    labels: [String; 5],
 }
 
 impl RequestSeries {
+    /// `service`: `NS/NAME`, labelled as `service="NAME", namespace="NS"`.
     pub fn new(m: &ProxyMetrics, direction: &str, service: &str, tls: &str, client_id: &str) -> Self {
+        let (namespace, name) = service.split_once('/').unwrap_or(("", service));
         Self {
             requests: m.requests.clone(),
-            ok: m.requests.with(&[direction, service, "200", tls, client_id]),
-            duration: m.request_duration.with(&[direction, service]),
-            labels: [direction.to_string(), service.to_string(), tls.to_string(), client_id.to_string()],
+            ok: m.requests.with(&[direction, name, namespace, "200", tls, client_id]),
+            duration: m.request_duration.with(&[direction, name, namespace]),
+            labels: [
+                direction.to_string(),
+                name.to_string(),
+                namespace.to_string(),
+                tls.to_string(),
+                client_id.to_string(),
+            ],
         }
     }
 
@@ -142,8 +150,8 @@ impl RequestSeries {
         if status == 200 {
             self.ok.inc();
         } else {
-            let [direction, service, tls, client_id] = &self.labels;
-            self.requests.with(&[direction, service, status_str(status), tls, client_id]).inc();
+            let [direction, service, namespace, tls, client_id] = &self.labels;
+            self.requests.with(&[direction, service, namespace, status_str(status), tls, client_id]).inc();
         }
         self.duration.observe(elapsed);
     }

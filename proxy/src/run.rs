@@ -101,6 +101,7 @@ pub fn run(cfg: ProxyConfig, log: LogLevel) -> anyhow::Result<()> {
         metrics: ProxyMetrics::new(),
         readiness: Readiness::default(),
         drain: Drain::default(),
+        inbound_requests: tokio::sync::Semaphore::new(cfg.max_inbound_requests),
         subscribe: subscribe_tx,
         trust_domain,
         identity,
@@ -157,6 +158,7 @@ pub fn run(cfg: ProxyConfig, log: LogLevel) -> anyhow::Result<()> {
     let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = control.block_on(async move {
         let (shutdown_tx, mut shutdown_rx) = mpsc::unbounded_channel::<&'static str>();
+        let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<String>();
         let admin = tokio::net::TcpListener::from_std(admin)?;
         tracing::info!(
             service = %ctx.cfg.service, instance = %ctx.cfg.instance, inbound = %ctx.inbound_bound,
@@ -165,11 +167,16 @@ pub fn run(cfg: ProxyConfig, log: LogLevel) -> anyhow::Result<()> {
         );
         tokio::spawn(crate::admin::serve(admin, ctx.clone(), log, shutdown_tx));
         let (expiry_tx, expiry_rx) = watch::channel(0i64);
-        tokio::spawn(crate::control::identity::run(ctx.clone(), expiry_tx));
+        tokio::spawn(crate::control::identity::run(ctx.clone(), expiry_tx, fatal_tx));
         tokio::spawn(crate::control::discovery::run(ctx.clone(), subscribe_rx, expiry_rx));
         let reason = tokio::select! {
             r = shutdown_rx.recv() => r.unwrap_or("admin"),
             s = signal() => s,
+            Some(why) = fatal_rx.recv() => {
+                // Nothing to drain: a proxy without a first certificate never served.
+                tracing::error!("stopping: {why}");
+                return Err(anyhow::anyhow!(why));
+            }
         };
         tracing::info!(reason, grace = ?ctx.cfg.shutdown_grace, open = ctx.drain.open_connections(), "draining");
         ctx.readiness.set_draining();

@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 use weft_proto::contract::TCP_PREAMBLE_MAGIC;
 
+use crate::detect::{first_mover, Detected, FirstMove};
 use crate::metrics::ProxyMetrics;
 
 pub async fn write_preamble<W: AsyncWrite + Unpin>(w: &mut W, port: u16) -> std::io::Result<()> {
@@ -51,6 +53,42 @@ pub async fn relay<A, B>(
         Some(Err(e)) => tracing::debug!(direction, "TCP relay ended: {e}"),
         None => tracing::debug!(direction, ?idle, "TCP connection idle; closed"),
     }
+}
+
+/// Relays a connection that went opaque by silence (see [`crate::detect`]): nothing passes until
+/// one side speaks. A server speaking first, or a client speaking anything but HTTP, makes it an
+/// ordinary relay; a client speaking HTTP gets its held bytes back (`Some`), so that the caller
+/// serves it as HTTP instead — an HTTP request never crosses the proxy unread.
+pub async fn guarded_relay<A, B>(
+    client: &mut A,
+    server: &mut B,
+    metrics: &ProxyMetrics,
+    direction: &'static str,
+    idle: Duration,
+) -> Option<(Detected, Bytes)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let never_active = AtomicU64::new(0);
+    let first = tokio::select! {
+        first = first_mover(client, server) => first,
+        _ = idle_for(idle, Instant::now(), &never_active) => {
+            tracing::debug!(direction, ?idle, "TCP connection idle; closed");
+            return None;
+        }
+    };
+    let forwarded = match first {
+        Ok(FirstMove::Client(Detected::Opaque, held)) => server.write_all(&held).await,
+        Ok(FirstMove::Server(bytes)) => client.write_all(&bytes).await,
+        Ok(FirstMove::Client(http, held)) => return Some((http, held)),
+        Err(e) => Err(e),
+    };
+    match forwarded {
+        Ok(()) => relay(client, server, metrics, direction, idle).await,
+        Err(e) => tracing::debug!(direction, "TCP relay ended: {e}"),
+    }
+    None
 }
 
 /// Copies bytes both ways until both sides are done (the byte counts each way), or returns None
@@ -128,34 +166,73 @@ impl<T: AsyncWrite + Unpin + ?Sized> AsyncWrite for Watched<'_, T> {
     }
 }
 
+/// Dials `dst` with the connect timeout (a refused connect, which never reached anyone, is tried
+/// once more).
+pub async fn connect(dst: std::net::SocketAddr, timeout: Duration) -> std::io::Result<tokio::net::TcpStream> {
+    let deadline = Instant::now() + timeout;
+    let mut attempt = 0;
+    loop {
+        let result = match tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(dst)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{dst}: connect timed out"))),
+        };
+        match result {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && attempt == 0 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How a connection's bytes are relayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relay {
+    /// Straight through: the protocol is known to be opaque.
+    Plain,
+    /// Held until someone speaks (the client went opaque by silence).
+    Guarded,
+}
+
 /// Dials `dst` (with the connect timeout) and relays until both sides are done or the drain's
-/// grace period ends. Returns false if the connection could not be made.
+/// grace period ends. `Err(true)`: no connection could be made; `Err(false)`: a guarded client
+/// spoke HTTP first (its bytes in `Ok(Some(..))` instead, see [`guarded_relay`]).
 pub async fn connect_and_relay<T>(
     ctx: &crate::context::ProxyContext,
     io: &mut T,
     dst: std::net::SocketAddr,
     direction: &'static str,
-) -> bool
+    mode: Relay,
+) -> Result<Option<(Detected, Bytes)>, ()>
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + ?Sized,
 {
-    let mut upstream = match tokio::time::timeout(ctx.cfg.connect_timeout, tokio::net::TcpStream::connect(dst)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    let mut upstream = match connect(dst, ctx.cfg.connect_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
             tracing::debug!(%dst, direction, "connect failed: {e}");
-            return false;
-        }
-        Err(_) => {
-            tracing::debug!(%dst, direction, "connect timed out");
-            return false;
+            return Err(());
         }
     };
-    let _ = upstream.set_nodelay(true);
+    let idle = ctx.cfg.tcp_idle_timeout;
+    let relayed = async {
+        match mode {
+            Relay::Plain => {
+                relay(io, &mut upstream, &ctx.metrics, direction, idle).await;
+                None
+            }
+            Relay::Guarded => guarded_relay(io, &mut upstream, &ctx.metrics, direction, idle).await,
+        }
+    };
     tokio::select! {
-        _ = relay(io, &mut upstream, &ctx.metrics, direction, ctx.cfg.tcp_idle_timeout) => {}
-        _ = crate::outbound::drained_then_grace(ctx) => {}
+        switched = relayed => Ok(switched),
+        _ = crate::outbound::drained_then_grace(ctx) => Ok(None),
     }
-    true
 }
 
 #[cfg(test)]

@@ -13,11 +13,14 @@ use crate::http::errors::ProxyError;
 use crate::http::{incoming, Body};
 
 /// Sends an upgrade request over `upstream` (a fresh connection) and, on 101, joins both sides
-/// until both are done or nothing moved either way for `idle` (zero: never).
+/// until both are done or nothing moved either way for `idle` (zero: never). `untrusted_response`:
+/// the answer comes from outside the proxies (an app, a static endpoint), so any `x-weft-*` header
+/// in it goes.
 pub async fn forward<T>(
     mut req: Request<Incoming>,
     upstream: T,
     idle: Duration,
+    untrusted_response: bool,
     adjust: impl FnOnce(&mut http::request::Parts),
 ) -> Result<Response<Body>, ProxyError>
 where
@@ -54,6 +57,9 @@ where
             }
         });
     }
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
+    if untrusted_response {
+        crate::http::headers::strip_weft(&mut parts.headers, false);
+    }
     Ok(Response::from_parts(parts, incoming(body)))
 }

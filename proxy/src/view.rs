@@ -39,7 +39,11 @@ impl Default for ServiceRuntime {
 
 #[derive(Debug, Clone)]
 pub struct Service {
+    /// `NS/NAME`: the resource name.
+    pub key: String,
+    /// The name and namespace alone (metric labels).
     pub name: String,
+    pub namespace: String,
     /// None until the controller sent it (defaults apply meanwhile).
     pub policy: Option<Arc<Policy>>,
     pub endpoints: Arc<[Arc<Endpoint>]>,
@@ -49,9 +53,12 @@ pub struct Service {
 }
 
 impl Service {
-    fn new(name: &str) -> Self {
+    fn new(key: &str) -> Self {
+        let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
         Self {
+            key: key.to_string(),
             name: name.to_string(),
+            namespace: namespace.to_string(),
             policy: None,
             endpoints: Arc::from(Vec::new()),
             endpoints_known: false,
@@ -95,6 +102,11 @@ impl Service {
             }
         }
         p2c(&candidates, now).cloned()
+    }
+
+    /// The endpoint a transparent caller's original destination names (by any of its IPs).
+    pub fn endpoint_at(&self, ip: IpAddr) -> Option<Arc<Endpoint>> {
+        self.endpoints.iter().find(|e| e.addr.ip() == ip || e.other_ips.contains(&ip)).cloned()
     }
 
     /// How many endpoints are ejected now (for the cap on ejections and the gauge).
@@ -167,7 +179,10 @@ impl MeshView {
                                 svc.endpoints
                                     .iter()
                                     .find(|old| {
-                                        old.same_as(&e) && old.version == e.version && old.app_ports == e.app_ports
+                                        old.same_as(&e)
+                                            && old.version == e.version
+                                            && old.app_ports == e.app_ports
+                                            && old.other_ips == e.other_ips
                                     })
                                     .cloned()
                                     .unwrap_or_else(|| Arc::new(e))
@@ -235,14 +250,21 @@ fn compile_endpoints(set: &pb::EndpointSet) -> Result<Vec<Endpoint>, String> {
                 Some(e.identity.parse::<SpiffeId>().map_err(|err| format!("endpoint identity: {err}"))?)
             };
             let app_ports = e.app_ports.iter().filter_map(|p| u16::try_from(*p).ok()).collect();
-            Ok(Endpoint::new(
+            let other_ips = e
+                .other_ips
+                .iter()
+                .map(|ip| ip.parse::<IpAddr>().map_err(|_| format!("endpoint IP {ip:?} is not an IP")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut ep = Endpoint::new(
                 addr,
                 identity,
                 e.version.clone(),
                 e.instance.clone(),
                 app_ports,
                 Protocol::from_pb(e.protocol),
-            ))
+            );
+            ep.other_ips = other_ips;
+            Ok(ep)
         })
         .collect()
 }

@@ -117,13 +117,18 @@ pub fn start(s: &Setup<'_>) -> anyhow::Result<Deployment> {
     )?;
 
     let common = |service: &str| -> anyhow::Result<Vec<String>> {
+        let token = s.pki.join_token(service)?;
+        if netns {
+            // The token is private to its owner: the proxy's own UID.
+            std::os::unix::fs::chown(&token, Some(PROXY_UID), Some(PROXY_UID))?;
+        }
         Ok([
             "--controller",
             &format!("https://{ctl_ip}:{grpc}"),
             "--trust-anchor",
             &s.pki.ca_cert().display().to_string(),
             "--token-file",
-            &s.pki.join_token(service)?.display().to_string(),
+            &token.display().to_string(),
             "--service",
             service,
             "--instance",

@@ -25,6 +25,20 @@ pub struct ControllerChannel {
 /// Connects; with `present_cert`, the workload certificate is offered (discovery, renewals),
 /// without it the connection is server-authenticated only (first certificate, with a token).
 pub async fn connect(ctx: &ProxyContext, present_cert: bool) -> anyhow::Result<ControllerChannel> {
+    connect_to(ctx, present_cert, None).await
+}
+
+/// The controller's addresses (its host name may have several: IPv4 and IPv6).
+pub async fn controller_addrs(ctx: &ProxyContext) -> std::io::Result<Vec<SocketAddr>> {
+    Ok(tokio::net::lookup_host((ctx.cfg.controller_host.as_str(), ctx.cfg.controller_port)).await?.collect())
+}
+
+/// Connects to one of the controller's addresses (`only`), or the first that answers.
+pub async fn connect_to(
+    ctx: &ProxyContext,
+    present_cert: bool,
+    only: Option<SocketAddr>,
+) -> anyhow::Result<ControllerChannel> {
     let host = ctx.cfg.controller_host.clone();
     let port = ctx.cfg.controller_port;
     let expected = SpiffeId::controller(&ctx.trust_domain)?;
@@ -38,7 +52,11 @@ pub async fn connect(ctx: &ProxyContext, present_cert: bool) -> anyhow::Result<C
             async move {
                 let mut last_err: Option<std::io::Error> = None;
                 let mut stream = None;
-                for addr in tokio::net::lookup_host((host.as_str(), port)).await? {
+                let addrs: Vec<SocketAddr> = match only {
+                    Some(a) => vec![a],
+                    None => tokio::net::lookup_host((host.as_str(), port)).await?.collect(),
+                };
+                for addr in addrs {
                     match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
                         Ok(Ok(s)) => {
                             stream = Some((s, addr));
@@ -67,7 +85,12 @@ pub async fn connect(ctx: &ProxyContext, present_cert: bool) -> anyhow::Result<C
             }
         })
     };
-    let channel = Endpoint::from_shared(format!("http://{}:{}", ctx.cfg.controller_host, port))?
+    // An IPv6 literal needs its brackets in a URI.
+    let authority = match ctx.cfg.controller_host.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => format!("[{v6}]:{port}"),
+        Err(_) => format!("{}:{port}", ctx.cfg.controller_host),
+    };
+    let channel = Endpoint::from_shared(format!("http://{authority}"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))

@@ -37,10 +37,12 @@ pub async fn run(
             }
         }
         let started = Instant::now();
-        match session(&ctx, &mut subscriptions, &mut cert_expiry).await {
-            Ok(()) => tracing::warn!("discovery stream closed by the controller; reconnecting"),
-            Err(e) => tracing::warn!("discovery stream failed: {e:#}"),
-        }
+        let problem = match session(&ctx, &mut subscriptions, &mut cert_expiry).await {
+            Ok(()) => "discovery stream closed by the controller".to_string(),
+            Err(e) => format!("discovery stream failed: {}", describe(&e)),
+        };
+        tracing::warn!("{problem}; reconnecting");
+        ctx.readiness.set_problem(Some(problem));
         ctx.metrics.control_plane_connected.with(&[]).set(0);
         if started.elapsed() >= STABLE {
             backoff.reset();
@@ -63,7 +65,20 @@ pub fn advertise_addr(ctx: &ProxyContext, local: SocketAddr) -> SocketAddr {
     }
 }
 
+/// An error's message; a controller's refusal reads as its status message.
+fn describe(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<tonic::Status>() {
+        Some(s) => format!("{}: {}", s.code(), s.message()),
+        None => format!("{e:#}"),
+    }
+}
+
 fn workload(ctx: &ProxyContext, inbound: SocketAddr) -> pb::Workload {
+    let mut proxy_ports = vec![u32::from(ctx.inbound_bound.port()), u32::from(ctx.cfg.admin.port())];
+    if ctx.cfg.transparent {
+        proxy_ports.push(u32::from(ctx.cfg.outbound.port()));
+    }
+    proxy_ports.extend(ctx.cfg.upstreams.iter().map(|u| u32::from(u.listen.port())));
     pb::Workload {
         service: ctx.cfg.service.clone(),
         namespace: ctx.cfg.namespace.clone(),
@@ -73,6 +88,33 @@ fn workload(ctx: &ProxyContext, inbound: SocketAddr) -> pb::Workload {
         app_ports: ctx.cfg.app.map(|a| vec![u32::from(a.port())]).unwrap_or_default(),
         transparent: ctx.cfg.transparent,
         proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+        proxy_ports,
+        attest_address: false,
+    }
+}
+
+/// A transparent workload on a dual-stack host proves its other address family: a short stream
+/// to the controller from that family's address (the controller records the source IP, so a
+/// caller whose original destination is that IP reaches this workload over mTLS too). A
+/// controller not reachable over that family leaves it at the one address.
+async fn attest_other_addresses(ctx: &ProxyContext, main: SocketAddr) {
+    let Ok(addrs) = super::connect::controller_addrs(ctx).await else { return };
+    for addr in addrs.into_iter().filter(|a| a.is_ipv4() != main.is_ipv4()) {
+        let attempt = async {
+            let conn = super::connect::connect_to(ctx, true, Some(addr)).await?;
+            let mut w = workload(ctx, SocketAddr::new(conn.local_addr.ip(), ctx.inbound_bound.port()));
+            w.attest_address = true;
+            let first = pb::DiscoveryRequest { workload: Some(w), ..Default::default() };
+            let mut client = pb::discovery_client::DiscoveryClient::new(conn.channel);
+            let mut stream = client.stream(tokio_stream::iter([first])).await?.into_inner();
+            while stream.message().await?.is_some() {}
+            anyhow::Ok(conn.local_addr)
+        };
+        match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+            Ok(Ok(local)) => tracing::info!(address = %local.ip(), "proved this workload's other address"),
+            Ok(Err(e)) => tracing::debug!(controller = %addr, "could not prove the other address: {e:#}"),
+            Err(_) => tracing::debug!(controller = %addr, "proving the other address timed out"),
+        }
     }
 }
 
@@ -96,12 +138,18 @@ async fn session(
         ..Default::default()
     })
     .await?;
-    let mut client = pb::discovery_client::DiscoveryClient::new(conn.channel);
+    let mut client = pb::discovery_client::DiscoveryClient::new(conn.channel)
+        // A large mesh's directory is big; bounded all the same.
+        .max_decoding_message_size(64 * 1024 * 1024);
     let mut stream = client.stream(ReceiverStream::new(rx)).await?.into_inner();
     let mut leaving = ctx.drain.leaving();
     let mut announced = false;
     ctx.metrics.control_plane_connected.with(&[]).set(1);
+    ctx.readiness.set_problem(None);
     tracing::info!(inbound = %inbound, "discovery stream established");
+    if ctx.cfg.transparent {
+        attest_other_addresses(ctx, conn.local_addr).await;
+    }
     loop {
         tokio::select! {
             msg = stream.message() => {

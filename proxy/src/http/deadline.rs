@@ -11,6 +11,10 @@ use tokio::time::Instant;
 use super::headers::{self, names};
 use http::HeaderValue;
 
+/// The longest budget honoured: a longer one (up to `i64::MAX` ms, or `grpc-timeout`'s 99999999H)
+/// is served as this, never refused; it keeps every deadline representable.
+pub const MAX_BUDGET: Duration = Duration::from_secs(24 * 3600);
+
 /// Milliseconds since the Unix epoch on this host's clock.
 pub fn unix_now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -22,6 +26,9 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
         return None;
     }
     let (digits, unit) = v.split_at(v.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(n.checked_mul(3600)?),
@@ -48,26 +55,29 @@ pub fn format_grpc_timeout(d: Duration) -> String {
 /// `x-weft-deadline-at`, a relative `x-weft-deadline-ms` and (for gRPC) `grpc-timeout`.
 pub fn from_app(h: &HeaderMap, now: Instant, now_unix_ms: i64) -> Option<Instant> {
     let mut best: Option<Instant> = None;
-    let mut consider = |d: Instant| best = Some(best.map_or(d, |b| b.min(d)));
+    let mut consider = |d: Duration| {
+        let d = now + d.min(MAX_BUDGET);
+        best = Some(best.map_or(d, |b| b.min(d)))
+    };
     if let Some(at) = headers::get(h, &names::DEADLINE_AT).and_then(|v| v.trim().parse::<i64>().ok()) {
-        let left = at.saturating_sub(now_unix_ms).max(0) as u64;
-        consider(now + Duration::from_millis(left));
+        consider(Duration::from_millis(at.saturating_sub(now_unix_ms).max(0) as u64));
     }
     if let Some(ms) = headers::get(h, &names::DEADLINE_MS).and_then(|v| v.trim().parse::<u64>().ok()) {
-        consider(now + Duration::from_millis(ms));
+        consider(Duration::from_millis(ms));
     }
     if let Some(d) = headers::get(h, &names::GRPC_TIMEOUT).and_then(parse_grpc_timeout) {
-        consider(now + d);
+        consider(d);
     }
     best
 }
 
-/// The budget a peer proxy sent: `x-weft-deadline-ms`, else `grpc-timeout`.
+/// The budget a peer proxy sent: `x-weft-deadline-ms`, else `grpc-timeout` (at most a day).
 pub fn from_peer(h: &HeaderMap, now: Instant) -> Option<Instant> {
-    if let Some(ms) = headers::get(h, &names::DEADLINE_MS).and_then(|v| v.trim().parse::<u64>().ok()) {
-        return Some(now + Duration::from_millis(ms));
-    }
-    headers::get(h, &names::GRPC_TIMEOUT).and_then(parse_grpc_timeout).map(|d| now + d)
+    let budget = match headers::get(h, &names::DEADLINE_MS).and_then(|v| v.trim().parse::<u64>().ok()) {
+        Some(ms) => Duration::from_millis(ms),
+        None => headers::get(h, &names::GRPC_TIMEOUT).and_then(parse_grpc_timeout)?,
+    };
+    Some(now + budget.min(MAX_BUDGET))
 }
 
 /// What to send on: `min(route timeout, deadline − now)`. None = unbounded.
@@ -132,6 +142,31 @@ mod tests {
         // An absolute deadline already past leaves nothing.
         assert_eq!(from_app(&h, now, 20_000), Some(now));
         assert_eq!(from_app(&HeaderMap::new(), now, 0), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn budgets_past_a_day_are_served_as_a_day() {
+        let now = Instant::now();
+        let day = now + MAX_BUDGET;
+        let mut h = HeaderMap::new();
+        h.insert(contract::DEADLINE_MS, HeaderValue::from_static("9223372036854775807"));
+        assert_eq!(from_peer(&h, now), Some(day));
+        assert_eq!(from_app(&h, now, 1_000), Some(day));
+        let mut h = HeaderMap::new();
+        h.insert("grpc-timeout", HeaderValue::from_static("99999999H"));
+        assert_eq!(from_peer(&h, now), Some(day));
+        let mut h = HeaderMap::new();
+        h.insert(contract::DEADLINE_AT, HeaderValue::from_static("9223372036854775807"));
+        assert_eq!(from_app(&h, now, 1_000), Some(day));
+        // What the app is then told is positive and a day away.
+        let mut to_app = HeaderMap::new();
+        write_for_app(&mut to_app, day, now, 1_000);
+        assert_eq!(to_app[contract::DEADLINE_MS], "86400000");
+        assert_eq!(to_app[contract::DEADLINE_AT], "86401000");
+        // Signs and garbage are no budget at all.
+        let mut h = HeaderMap::new();
+        h.insert("grpc-timeout", HeaderValue::from_static("+5S"));
+        assert_eq!(from_peer(&h, now), None);
     }
 
     #[tokio::test(start_paused = true)]

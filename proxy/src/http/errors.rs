@@ -32,6 +32,10 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("the proxy is shutting down")]
     ShuttingDown,
+    /// This proxy holds no policy for its own service yet: it cannot authorize anyone. Nothing
+    /// reached the app, so the caller may retry elsewhere.
+    #[error("the proxy is not ready: it has no policy for its service yet")]
+    NotReady,
 }
 
 impl ProxyError {
@@ -49,12 +53,13 @@ impl ProxyError {
             ProxyError::FaultInjected(_) => "fault-injected",
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::ShuttingDown => "shutting-down",
+            ProxyError::NotReady => "not-ready",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoEndpoints(_) | ProxyError::Overloaded(_) | ProxyError::ShuttingDown => {
+            ProxyError::NoEndpoints(_) | ProxyError::Overloaded(_) | ProxyError::ShuttingDown | ProxyError::NotReady => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::UnknownService(_) => StatusCode::NOT_FOUND,
@@ -80,8 +85,37 @@ impl ProxyError {
         }
     }
 
-    /// The response the caller sees.
+    /// What a remote peer is told: the kind of failure, without the details (addresses, causes)
+    /// that only this host's operator should see.
+    fn summary(&self) -> &'static str {
+        match self {
+            ProxyError::NoEndpoints(_) => "no endpoints available",
+            ProxyError::UnknownService(_) => "unknown service",
+            ProxyError::ConnectFailed(_) => "could not connect to the upstream",
+            ProxyError::Reset(_) => "the upstream reset the request",
+            ProxyError::Overloaded(_) => "overloaded",
+            ProxyError::AppUnavailable(_) => "could not reach the application",
+            ProxyError::BadRequest(_) => "bad request",
+            ProxyError::Unauthorized => "caller is not allowed",
+            ProxyError::DeadlineExceeded => "deadline exceeded",
+            ProxyError::Timeout => "request timed out",
+            ProxyError::FaultInjected(_) => "injected fault",
+            ProxyError::ShuttingDown => "the proxy is shutting down",
+            ProxyError::NotReady => "the proxy is not ready",
+        }
+    }
+
+    /// The response a remote peer sees: the same status and reason, a body without details.
+    pub fn response_for_peer(&self, grpc: bool) -> Response<Body> {
+        self.build(grpc, self.summary().to_string())
+    }
+
+    /// The response the local app sees.
     pub fn response(&self, grpc: bool) -> Response<Body> {
+        self.build(grpc, self.to_string())
+    }
+
+    fn build(&self, grpc: bool, message: String) -> Response<Body> {
         let mut builder = Response::builder().header(contract::PROXY_ERROR, self.reason());
         if matches!(self, ProxyError::Overloaded(_)) {
             builder = builder.header(contract::OVERLOADED, "true");
@@ -96,11 +130,11 @@ impl ProxyError {
             builder
                 .status(self.status())
                 .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                .body(super::full(format!("{self}\n")))
+                .body(super::full(format!("{message}\n")))
         }
         .expect("static response parts");
         if grpc {
-            if let Ok(v) = HeaderValue::from_str(&percent_encode(&self.to_string())) {
+            if let Ok(v) = HeaderValue::from_str(&percent_encode(&message)) {
                 resp.headers_mut().insert("grpc-message", v);
             }
         }
@@ -135,5 +169,15 @@ mod tests {
         assert_eq!(g.status(), 200);
         assert_eq!(g.headers()["grpc-status"], "4");
         assert_eq!(g.headers()[contract::PROXY_ERROR], "deadline-exceeded");
+    }
+
+    #[tokio::test]
+    async fn peers_are_not_told_the_apps_address() {
+        use http_body_util::BodyExt;
+        let e = ProxyError::AppUnavailable("127.0.0.1:8080: connection refused".into());
+        let body = e.response_for_peer(false).into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"could not reach the application\n");
+        let g = e.response_for_peer(true);
+        assert!(!g.headers()["grpc-message"].to_str().unwrap().contains("127.0.0.1"));
     }
 }

@@ -20,12 +20,21 @@ pub mod names {
     pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 }
 
-/// Removes every `x-weft-*` header; with `keep_deadline`, the two deadline headers an outbound
-/// proxy accepts from its local app stay.
+/// Whether a header name is one of Weft's, also when spelled with `_` for `-`: CGI, WSGI and Rack
+/// read `x_weft_client_id` as the same header, so it must not pass either.
+pub fn is_weft(name: &str) -> bool {
+    const PREFIX: &[u8] = b"x-weft-";
+    let n = name.as_bytes();
+    n.len() >= PREFIX.len()
+        && n[..PREFIX.len()].iter().zip(PREFIX).all(|(a, b)| a.to_ascii_lowercase() == *b || (*a == b'_' && *b == b'-'))
+}
+
+/// Removes every `x-weft-*` header (however spelled); with `keep_deadline`, the two deadline
+/// headers an outbound proxy accepts from its local app stay (spelled exactly).
 pub fn strip_weft(headers: &mut HeaderMap, keep_deadline: bool) {
     let doomed = |k: &HeaderName| {
         let n = k.as_str();
-        n.starts_with("x-weft-") && !(keep_deadline && (n == contract::DEADLINE_MS || n == contract::DEADLINE_AT))
+        is_weft(n) && !(keep_deadline && (n == contract::DEADLINE_MS || n == contract::DEADLINE_AT))
     };
     // Usually there is none: look before collecting anything.
     if !headers.keys().any(doomed) {
@@ -75,6 +84,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// For an upgrade request, which travels as HTTP/1.1 with its `Connection` header: keeps only the
+/// `upgrade` token in it and removes every header the others named (a caller naming
+/// `x-weft-client-id` there would otherwise have the app's server drop the proxy's header).
+pub fn sanitize_upgrade_connection(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("upgrade"))
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect();
+    for n in named {
+        if n != UPGRADE {
+            headers.remove(n);
+        }
+    }
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    for n in [TRANSFER_ENCODING, TE, names::KEEP_ALIVE, names::PROXY_CONNECTION] {
+        headers.remove(n);
+    }
+}
+
 /// Whether an HTTP/1 request asks to switch protocols (WebSocket and the like).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE)
@@ -107,6 +140,33 @@ mod tests {
         assert!(from_app.get("x-weft-deadline-at").is_some());
         strip_weft(&mut h, false);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn weft_headers_spelled_with_underscores_go_too() {
+        let mut h = HeaderMap::new();
+        h.insert("x_weft_client_id", HeaderValue::from_static("spiffe://evil"));
+        h.insert("x-weft_client-id", HeaderValue::from_static("spiffe://evil"));
+        h.insert("x_weft_deadline_ms", HeaderValue::from_static("1"));
+        h.insert("x-weftish", HeaderValue::from_static("stays"));
+        h.insert("x_wefty", HeaderValue::from_static("stays"));
+        strip_weft(&mut h, true);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert!(is_weft("X_WEFT_CLIENT_ID"));
+        assert!(!is_weft("x-weft"));
+    }
+
+    #[test]
+    fn an_upgrade_keeps_only_its_upgrade_token() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade, x-weft-client-id, x-secret"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-weft-client-id", HeaderValue::from_static("spiffe://weft.local/ns/default/sa/foo"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        sanitize_upgrade_connection(&mut h);
+        assert_eq!(h[CONNECTION], "upgrade");
+        assert_eq!(h[UPGRADE], "websocket");
+        assert!(h.get("x-secret").is_none() && h.get("x-weft-client-id").is_none());
     }
 
     #[test]

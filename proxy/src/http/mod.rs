@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by both directions: the body type, header rules, proxy-made responses and
 //! deadline arithmetic.
 
+pub mod client_body;
 pub mod deadline;
 pub mod errors;
 pub mod headers;

@@ -1,7 +1,8 @@
 //! Inbound HTTP: a request from a peer proxy (or, in permissive transparent mode, a plaintext
-//! client) to the local app. It authorizes the caller, sets `x-weft-client-id`, enforces the
-//! deadline budget of mesh peers and hands the app its absolute deadline, applies injected faults,
-//! and forwards in the protocol the app speaks.
+//! client) to the local app. It authorizes the caller, makes the caller's verified identity the
+//! only one the app can see (`x-weft-client-id`, every other `x-weft-*` however spelled removed,
+//! also when named in `Connection`), enforces the deadline budget of mesh peers and hands the app
+//! its absolute deadline, applies injected faults, and forwards in the protocol the app speaks.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -9,15 +10,32 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
+use super::authorize::{authorize, Refusal};
 use super::{AppTarget, Caller};
 use crate::access_log;
 use crate::context::ProxyContext;
+use crate::detect::Detected;
+use crate::http::client_body;
 use crate::http::errors::ProxyError;
 use crate::http::headers::names;
 use crate::http::{deadline, headers, incoming, is_grpc, Body};
 use crate::policy::{Faults, Protocol};
+
+/// Serves HTTP from `caller` on one connection, in the version it speaks.
+pub async fn serve<T>(ctx: &Arc<ProxyContext>, io: T, caller: Arc<Caller>, app: AppTarget, version: Detected)
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let c = ctx.clone();
+    let handler = move |req| handle(c.clone(), caller.clone(), app, req);
+    match version {
+        Detected::Http2 => crate::serve::http2(ctx, io, handler).await,
+        _ => crate::serve::http1(ctx, io, handler).await,
+    }
+}
 
 pub async fn handle(
     ctx: Arc<ProxyContext>,
@@ -30,22 +48,28 @@ pub async fn handle(
     // Only the access log needs these; don't copy them otherwise.
     let logged = (ctx.cfg.access_log == crate::config::AccessLog::Json)
         .then(|| (req.method().clone(), req.uri().path().to_string()));
-    let service = &ctx.cfg.service;
     let resp = match forward(&ctx, &caller, app, req, grpc, started).await {
         Ok(r) => r,
         Err(e) => {
             ctx.metrics.proxy_errors.with(&["inbound", e.reason()]).inc();
             if matches!(e, ProxyError::DeadlineExceeded) {
-                ctx.metrics.deadline_exceeded.with(&["inbound", service]).inc();
+                let (ns, name) = ctx.cfg.own_service.split_once('/').unwrap_or(("", ""));
+                ctx.metrics.deadline_exceeded.with(&["inbound", name, ns]).inc();
             }
-            e.response(grpc)
+            if matches!(e, ProxyError::Unauthorized | ProxyError::NotReady) {
+                weft_telemetry::log_limit::debug("inbound-refused", || {
+                    format!("request from {} ({:?}) refused: {}", caller.remote, caller.identity, e.reason())
+                });
+            }
+            // The caller is remote: it learns what failed, not the app's address.
+            e.response_for_peer(grpc)
         }
     };
     let status = resp.status().as_u16();
     let client_id = caller.identity.as_deref().unwrap_or("");
     caller.series.record(status, started.elapsed());
     if let Some((method, path)) = logged {
-        access_log::write("inbound", service, &method, &path, status, started.elapsed(), client_id);
+        access_log::write("inbound", &ctx.cfg.service, &method, &path, status, started.elapsed(), client_id);
     }
     Ok(resp)
 }
@@ -58,25 +82,23 @@ async fn forward(
     grpc: bool,
     started: Instant,
 ) -> Result<Response<Body>, ProxyError> {
-    let view = ctx.view();
-    let policy = view.service(&ctx.cfg.service).and_then(|s| s.policy.clone());
-    drop(view);
-    if let (Some(id), Some(p)) = (&caller.identity, &policy) {
-        if !p.allows(id) {
-            tracing::debug!(caller = %id, "caller not allowed");
-            return Err(ProxyError::Unauthorized);
-        }
-    }
+    let policy = super::own_policy(ctx);
+    authorize(policy.as_deref(), caller.identity.as_deref()).map_err(|r| match r {
+        Refusal::NotReady => ProxyError::NotReady,
+        Refusal::PlaintextRefused | Refusal::Unauthorized => ProxyError::Unauthorized,
+    })?;
+    let Ok(_permit) = ctx.inbound_requests.try_acquire() else {
+        return Err(ProxyError::Overloaded("inbound-requests"));
+    };
     // Only an authenticated mesh peer's budget is trusted and enforced.
     let deadline = if caller.identity.is_some() { deadline::from_peer(req.headers(), started) } else { None };
-    let port = req
+    let named_port = req
         .headers()
         .get(names::DST_PORT)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u16>().ok())
-        .filter(|_| caller.identity.is_some())
-        .or(app.default_port)
-        .ok_or_else(|| ProxyError::BadRequest("no destination port".into()))?;
+        .filter(|_| caller.identity.is_some() && !app.fixed);
+    let port = named_port.or(app.default_port).ok_or_else(|| ProxyError::BadRequest("no destination port".into()))?;
     if !super::port_allowed(ctx, port) {
         return Err(ProxyError::BadRequest(format!("port {port} is not one of this workload's app ports")));
     }
@@ -86,8 +108,16 @@ async fn forward(
         Some(Protocol::Http2) | Some(Protocol::Grpc) => true,
         _ => req.version() == Version::HTTP_2 && !orig_h1,
     };
+    let upgrade = headers::is_upgrade(req.headers()) && req.version() <= Version::HTTP_11;
 
+    // Hop-by-hop headers first (they may name ours), then every x-weft-* the caller sent, then
+    // the ones this proxy vouches for.
     let headers = req.headers_mut();
+    if upgrade {
+        headers::sanitize_upgrade_connection(headers);
+    } else {
+        headers::strip_hop_by_hop(headers);
+    }
     headers::strip_weft(headers, false);
     headers.insert(
         names::CLIENT_ID,
@@ -110,21 +140,33 @@ async fn forward(
     apply_faults(&faults, deadline).await?;
 
     let app_addr = SocketAddr::new(app.ip, port);
-    if headers::is_upgrade(req.headers()) && req.version() <= Version::HTTP_11 {
+    if upgrade {
         // Boxed: rare, and its state would otherwise weigh on every request's future.
-        return Box::pin(upgrade_to_app(ctx, req, app_addr)).await;
+        let upgraded = Box::pin(upgrade_to_app(ctx, req, app_addr));
+        return match deadline {
+            Some(d) => tokio::time::timeout_at(d, upgraded).await.map_err(|_| ProxyError::DeadlineExceeded)?,
+            None => upgraded.await,
+        };
     }
-    headers::strip_hop_by_hop(req.headers_mut());
     let (parts, body) = req.into_parts();
-    let req = Request::from_parts(parts, incoming(body));
+    let (body, client) = client_body::from_caller(body, ctx.cfg.stream_idle_timeout);
+    let req = Request::from_parts(parts, body);
     let send = ctx.plain.send(app_addr, app_h2, req);
     let resp = match deadline {
         Some(d) => tokio::time::timeout_at(d, send).await.map_err(|_| ProxyError::DeadlineExceeded)?,
         None => send.await,
     }
-    .map_err(|e| ProxyError::AppUnavailable(e.to_string()))?;
+    .map_err(|e| {
+        if client.failed() {
+            ProxyError::BadRequest("the request body from the client failed".into())
+        } else {
+            ProxyError::AppUnavailable(e.to_string())
+        }
+    })?;
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    // Only a proxy may say x-weft-proxy-error or x-weft-overloaded.
+    headers::strip_weft(&mut parts.headers, false);
     Ok(Response::from_parts(parts, incoming(body)))
 }
 
@@ -152,9 +194,8 @@ async fn upgrade_to_app(
     req: Request<Incoming>,
     app_addr: SocketAddr,
 ) -> Result<Response<Body>, ProxyError> {
-    let tcp = tokio::time::timeout(ctx.cfg.connect_timeout, tokio::net::TcpStream::connect(app_addr))
+    let tcp = crate::tcp::connect(app_addr, ctx.cfg.connect_timeout)
         .await
-        .map_err(|_| ProxyError::AppUnavailable(format!("{app_addr}: connect timed out")))?
         .map_err(|e| ProxyError::AppUnavailable(format!("{app_addr}: {e}")))?;
-    crate::upgrade::forward(req, tcp, ctx.cfg.tcp_idle_timeout, |_| {}).await
+    crate::upgrade::forward(req, tcp, ctx.cfg.tcp_idle_timeout, true, |_| {}).await
 }

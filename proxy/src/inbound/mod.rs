@@ -1,7 +1,8 @@
 //! Inbound: peer proxies connect to the inbound port over mTLS (HTTP/2, HTTP/1.1 for upgrades, or
 //! an opaque TCP tunnel); in transparent mode, connections redirected from app ports by iptables
-//! arrive here too and are served in plaintext when the service's mTLS mode is permissive.
+//! arrive here too and are served in plaintext when the service's policy admits plaintext callers.
 
+pub mod authorize;
 pub mod http;
 pub mod tcp;
 
@@ -31,7 +32,7 @@ impl Caller {
     pub fn new(ctx: &ProxyContext, identity: Option<String>, remote: SocketAddr) -> Self {
         let tls = if identity.is_some() { "true" } else { "false" };
         let series =
-            RequestSeries::new(&ctx.metrics, "inbound", &ctx.cfg.service, tls, identity.as_deref().unwrap_or(""));
+            RequestSeries::new(&ctx.metrics, "inbound", &ctx.cfg.own_service, tls, identity.as_deref().unwrap_or(""));
         Self { identity, remote, series: Arc::new(series) }
     }
 
@@ -50,6 +51,9 @@ pub struct AppTarget {
     pub ip: IpAddr,
     /// Used when a request names no port (plaintext callers, or no header).
     pub default_port: Option<u16>,
+    /// The connection already named its port (a TCP tunnel's preamble, a redirected connection's
+    /// original destination): requests on it may not name another.
+    pub fixed: bool,
 }
 
 /// Whether a peer may ask for `port` on the app's address. In explicit mode: the `--app` port or
@@ -65,12 +69,17 @@ pub fn port_allowed(ctx: &ProxyContext, port: u16) -> bool {
             port == app.port()
                 || ctx
                     .view()
-                    .service(&ctx.cfg.service)
+                    .service(&ctx.cfg.own_service)
                     .and_then(|s| s.policy.as_ref().map(|p| p.ports.iter().any(|(_, t)| *t == port)))
                     .unwrap_or(false)
         }
         None => ![ctx.inbound_bound.port(), ctx.cfg.outbound.port(), ctx.cfg.admin.port()].contains(&port),
     }
+}
+
+/// This service's own policy, if held.
+pub fn own_policy(ctx: &ProxyContext) -> Option<Arc<crate::policy::Policy>> {
+    ctx.view().service(&ctx.cfg.own_service).and_then(|s| s.policy.clone())
 }
 
 /// Accepts inbound connections until the drain starts.
@@ -128,12 +137,12 @@ async fn connection(
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
-            tracing::debug!(%remote, "inbound TLS handshake failed: {e}");
+            weft_telemetry::log_limit::debug("inbound-tls", || format!("inbound TLS handshake with {remote} failed: {e}"));
             ctx.metrics.proxy_errors.with(&["inbound", "tls-handshake"]).inc();
             return;
         }
         Err(_) => {
-            tracing::debug!(%remote, "inbound TLS handshake timed out");
+            ctx.metrics.proxy_errors.with(&["inbound", "tls-handshake"]).inc();
             return;
         }
     };
@@ -146,16 +155,11 @@ async fn connection(
     let app = AppTarget {
         ip: ctx.cfg.app.map(|a| a.ip()).unwrap_or(local.ip()),
         default_port: ctx.cfg.app.map(|a| a.port()),
+        fixed: false,
     };
     match alpn.as_deref() {
-        Some(tls::ALPN_H2) => {
-            let c = ctx.clone();
-            crate::serve::http2(ctx, tls, move |req| http::handle(c.clone(), caller.clone(), app, req)).await
-        }
-        Some(tls::ALPN_HTTP1) => {
-            let c = ctx.clone();
-            crate::serve::http1(ctx, tls, move |req| http::handle(c.clone(), caller.clone(), app, req)).await
-        }
+        Some(tls::ALPN_H2) => http::serve(ctx, tls, caller, app, crate::detect::Detected::Http2).await,
+        Some(tls::ALPN_HTTP1) => http::serve(ctx, tls, caller, app, crate::detect::Detected::Http1).await,
         Some(tls::ALPN_TCP) => tcp::serve(ctx, tls, caller, app).await,
         other => {
             tracing::debug!(%remote, ?other, "inbound connection without a known ALPN; closing")

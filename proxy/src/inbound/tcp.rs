@@ -1,5 +1,8 @@
 //! Inbound opaque TCP from a peer proxy: read the preamble, authorize the caller (a refused
-//! caller's connection is closed), connect to the app on the named port, relay.
+//! caller's connection is closed), then reach the app on the named port. What crosses must still be
+//! what the service declared: a tunnel to an HTTP service is served as HTTP, and on a port with
+//! nothing declared the client's first bytes are read before any reach the app — HTTP is served as
+//! HTTP (so the app sees the verified caller, never one the bytes claim), anything else relayed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,8 +10,13 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::authorize::authorize;
 use super::{AppTarget, Caller};
 use crate::context::ProxyContext;
+use crate::detect::{self, Outcome, Prefixed};
+use crate::outbound::Framing;
+use crate::policy::Protocol;
+use crate::tcp::Relay;
 
 const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -28,24 +36,60 @@ where
         ctx.metrics.proxy_errors.with(&["inbound", "bad-port"]).inc();
         return;
     }
-    let service = ctx.cfg.service.clone();
-    if let (Some(id), Some(policy)) = (&caller.identity, ctx.view().service(&service).and_then(|s| s.policy.clone())) {
-        if !policy.allows(id) {
-            tracing::debug!(caller = %id, "TCP caller not allowed; closing");
-            ctx.metrics.proxy_errors.with(&["inbound", "unauthorized"]).inc();
-            return;
-        }
+    let policy = super::own_policy(ctx);
+    if let Err(r) = authorize(policy.as_deref(), caller.identity.as_deref()) {
+        weft_telemetry::log_limit::debug("inbound-refused", || {
+            format!("tunnel from {} ({:?}) refused: {}", caller.remote, caller.identity, r.reason())
+        });
+        ctx.metrics.proxy_errors.with(&["inbound", r.reason()]).inc();
+        return;
     }
-    ctx.metrics.tcp_connections.with(&["inbound", &service, caller.tls(), "true"]).inc();
-    relay_to_app(ctx, &mut io, SocketAddr::new(app.ip, port)).await;
+    let (ns, name) = ctx.cfg.own_service.split_once('/').unwrap_or(("", ""));
+    ctx.metrics.tcp_connections.with(&["inbound", name, ns, caller.tls(), "true"]).inc();
+    let app = AppTarget { default_port: Some(port), fixed: true, ..app };
+    let protocol = policy.as_ref().map_or(Protocol::Detect, |p| p.protocol);
+    serve_stream(ctx, io, caller, app, Framing::of(protocol, Some(port))).await;
 }
 
-/// Connects to the app and relays until either side is done (or the drain's grace ends).
-pub async fn relay_to_app<T>(ctx: &Arc<ProxyContext>, io: &mut T, app: SocketAddr)
+/// Serves an authorized connection to the app as its framing says: relayed bytes, HTTP, or (nothing
+/// declared) relayed bytes held until they show they are not HTTP.
+pub async fn serve_stream<T>(ctx: &Arc<ProxyContext>, mut io: T, caller: Arc<Caller>, app: AppTarget, framing: Framing)
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let app_addr = SocketAddr::new(app.ip, app.default_port.unwrap_or(0));
+    match framing {
+        Framing::Opaque => {
+            relay_to_app(ctx, &mut io, app_addr, Relay::Plain).await;
+        }
+        Framing::Http => match detect::detect(&mut io, None, ctx.cfg.header_read_timeout).await {
+            Ok(Outcome::Known(d, prefix)) => super::http::serve(ctx, Prefixed::new(prefix, io), caller, app, d).await,
+            Ok(Outcome::Silent) | Err(_) => ctx.metrics.proxy_errors.with(&["inbound", "detect-timeout"]).inc(),
+        },
+        Framing::Detect => {
+            if let Some((d, held)) = relay_to_app(ctx, &mut io, app_addr, Relay::Guarded).await {
+                super::http::serve(ctx, Prefixed::new(held, io), caller, app, d).await
+            }
+        }
+    }
+}
+
+/// Connects to the app and relays until either side is done (or the drain's grace ends). A guarded
+/// relay whose client spoke HTTP returns its held bytes instead.
+async fn relay_to_app<T>(
+    ctx: &Arc<ProxyContext>,
+    io: &mut T,
+    app: SocketAddr,
+    mode: Relay,
+) -> Option<(detect::Detected, bytes::Bytes)>
 where
     T: AsyncRead + AsyncWrite + Send + Unpin,
 {
-    if !crate::tcp::connect_and_relay(ctx, io, app, "inbound").await {
-        ctx.metrics.proxy_errors.with(&["inbound", "app-unavailable"]).inc();
+    match crate::tcp::connect_and_relay(ctx, io, app, "inbound", mode).await {
+        Ok(switched) => switched,
+        Err(()) => {
+            ctx.metrics.proxy_errors.with(&["inbound", "app-unavailable"]).inc();
+            None
+        }
     }
 }

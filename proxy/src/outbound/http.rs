@@ -16,6 +16,7 @@ use tokio::time::{Duration, Instant};
 use crate::access_log;
 use crate::balance::Endpoint;
 use crate::context::ProxyContext;
+use crate::http::client_body::{self, ClientBodyWatch};
 use crate::http::deadline;
 use crate::http::errors::ProxyError;
 use crate::http::headers::{self, names};
@@ -31,7 +32,11 @@ use crate::view::Service;
 
 /// Where an outbound request goes.
 pub struct Target {
+    /// `NS/NAME`.
     pub service: String,
+    /// The name and namespace alone (metric labels).
+    pub name: String,
+    pub namespace: String,
     /// The original destination port (transparent mode); None in explicit mode.
     pub dst_port: Option<u16>,
     /// The original destination (transparent mode) when it is one endpoint, not a VIP.
@@ -42,7 +47,9 @@ pub struct Target {
 impl Target {
     pub fn new(ctx: &ProxyContext, service: String, dst_port: Option<u16>, endpoint: Option<SocketAddr>) -> Self {
         let series = RequestSeries::new(&ctx.metrics, "outbound", &service, "true", "");
-        Self { service, dst_port, endpoint, series }
+        let (namespace, name) = service.split_once('/').unwrap_or(("", &service));
+        let (name, namespace) = (name.to_string(), namespace.to_string());
+        Self { service, name, namespace, dst_port, endpoint, series }
     }
 }
 
@@ -67,7 +74,7 @@ pub async fn handle(
         Err(e) => {
             ctx.metrics.proxy_errors.with(&["outbound", e.reason()]).inc();
             if matches!(e, ProxyError::DeadlineExceeded | ProxyError::Timeout) {
-                ctx.metrics.deadline_exceeded.with(&["outbound", &target.service]).inc();
+                ctx.metrics.deadline_exceeded.with(&["outbound", &target.name, &target.namespace]).inc();
             }
             e.response(grpc)
         }
@@ -121,7 +128,7 @@ async fn proxy(
     let _permit = match svc.runtime.breaker.enter(&breaker_cfg).await {
         Ok(p) => p,
         Err(overflow) => {
-            ctx.metrics.breaker_rejections.with(&[&svc.name, overflow.label()]).inc();
+            ctx.metrics.breaker_rejections.with(&[&svc.name, &svc.namespace, overflow.label()]).inc();
             return Err(ProxyError::Overloaded(overflow.label()));
         }
     };
@@ -140,10 +147,11 @@ async fn proxy(
 
     let retries = route.retries.clone();
     let idempotent = matches!(parts.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE");
+    let (body, client) = client_body::from_caller(body, ctx.cfg.stream_idle_timeout);
     let mut body = match &retries {
-        Some(_) if !body.is_end_stream() => AttemptBody::Replay(ReplayBody::new(incoming(body), MAX_REPLAY_BYTES)),
+        Some(_) if !body.is_end_stream() => AttemptBody::Replay(ReplayBody::new(body, MAX_REPLAY_BYTES)),
         Some(_) => AttemptBody::Empty,
-        None => AttemptBody::Once(Some(incoming(body))),
+        None => AttemptBody::Once(Some(body)),
     };
     if let Some(r) = &retries {
         svc.runtime.budget.deposit(&r.budget, started);
@@ -157,9 +165,7 @@ async fn proxy(
             return Err(expiry_error);
         }
         let ep = match target.endpoint {
-            Some(addr) => {
-                svc.endpoints.iter().find(|e| e.addr.ip() == addr.ip()).cloned().or_else(|| svc.choose(now, None))
-            }
+            Some(addr) => svc.endpoint_at(addr.ip()).or_else(|| svc.choose(now, None)),
             None => svc.choose(now, last_endpoint),
         }
         .ok_or_else(|| ProxyError::NoEndpoints(svc.name.clone()))?;
@@ -197,7 +203,16 @@ async fn proxy(
             },
             None => sent.await,
         };
-        record_outcome(ctx, &svc, &ep, &outcome);
+        // The caller's own body failed: its fault, not the endpoint's, and not worth a retry.
+        if failed_by_client(&client, &outcome) {
+            return Err(ProxyError::BadRequest("the request body from the client failed".into()));
+        }
+        // A peer that holds no policy yet refused before its app saw anything: neither a success
+        // nor a failure of that endpoint, and safe to retry.
+        let peer_not_ready = ep.identity.is_some() && is_not_ready(&outcome);
+        if !peer_not_ready {
+            record_outcome(ctx, &svc, &ep, &outcome);
+        }
         if matches!(outcome, Attempt::Response(_)) {
             in_flight.finish(setup);
         } else {
@@ -208,7 +223,7 @@ async fn proxy(
         let reason = retries.as_ref().and_then(|r| retry::reason(&r.on, &outcome));
         let give_up = |outcome: Attempt| -> Result<Response<Body>, ProxyError> {
             match outcome {
-                Attempt::Response(resp) => Ok(finish_response(resp)),
+                Attempt::Response(resp) => Ok(finish_response(resp, ep.identity.is_none())),
                 Attempt::TimedOut => Err(if deadline.is_some_and(|d| d <= Instant::now()) {
                     expiry_error.clone()
                 } else {
@@ -225,8 +240,8 @@ async fn proxy(
         if attempt_no >= rc.max_retries {
             return give_up(outcome);
         }
-        let never_reached_app =
-            matches!(outcome, Attempt::Failed(SendError::Connect(_)) | Attempt::Failed(SendError::Refused));
+        let never_reached_app = peer_not_ready
+            || matches!(outcome, Attempt::Failed(SendError::Connect(_)) | Attempt::Failed(SendError::Refused));
         if !(never_reached_app || idempotent || route.retryable) {
             return give_up(outcome);
         }
@@ -238,14 +253,14 @@ async fn proxy(
             return give_up(outcome);
         }
         let Ok(_retry_permit) = svc.runtime.breaker.try_retry(&breaker_cfg) else {
-            ctx.metrics.breaker_rejections.with(&[&svc.name, "retries"]).inc();
+            ctx.metrics.breaker_rejections.with(&[&svc.name, &svc.namespace, "retries"]).inc();
             return give_up(outcome);
         };
         if !svc.runtime.budget.try_withdraw(&rc.budget, Instant::now()) {
-            ctx.metrics.retry_budget_exhausted.with(&[&svc.name]).inc();
+            ctx.metrics.retry_budget_exhausted.with(&[&svc.name, &svc.namespace]).inc();
             return give_up(outcome);
         }
-        ctx.metrics.retries.with(&[&svc.name, reason]).inc();
+        ctx.metrics.retries.with(&[&svc.name, &svc.namespace, reason]).inc();
         drop(outcome);
         if !backoff.is_zero() {
             tokio::time::sleep(backoff).await;
@@ -354,18 +369,35 @@ pub fn record_outcome(ctx: &ProxyContext, svc: &Service, ep: &Endpoint, outcome:
         let may_eject = (svc.ejected(now) + 1) * 100 <= cfg.max_ejected_percent as usize * total;
         let verdict = ep.outlier.on_failure(&cfg, now, may_eject);
         if let Verdict::Ejected(d) = verdict {
-            ctx.metrics.endpoint_ejections.with(&[&svc.name]).inc();
+            ctx.metrics.endpoint_ejections.with(&[&svc.name, &svc.namespace]).inc();
             tracing::warn!(service = %svc.name, endpoint = %ep.addr, seconds = d.as_secs_f64(), "endpoint ejected after consecutive failures");
         }
-        ctx.metrics.endpoints_ejected.with(&[&svc.name]).set(svc.ejected(now) as i64);
+        ctx.metrics.endpoints_ejected.with(&[&svc.name, &svc.namespace]).set(svc.ejected(now) as i64);
     } else if matches!(outcome, Attempt::Response(_)) {
         ep.outlier.on_success();
     }
 }
 
-fn finish_response(resp: Response<Incoming>) -> Response<Body> {
+/// Whether an attempt failed because the caller's body did.
+fn failed_by_client(client: &ClientBodyWatch, outcome: &Attempt) -> bool {
+    !matches!(outcome, Attempt::Response(_)) && client.failed()
+}
+
+/// A peer proxy's `503 not-ready`: it holds no policy yet, so nothing reached its app.
+fn is_not_ready(outcome: &Attempt) -> bool {
+    matches!(outcome, Attempt::Response(r) if r.status() == http::StatusCode::SERVICE_UNAVAILABLE
+        && r.headers().get(weft_proto::contract::PROXY_ERROR).is_some_and(|v| v == "not-ready"))
+}
+
+/// The response for the app. Only a proxy may say `x-weft-proxy-error` or `x-weft-overloaded`:
+/// from a peer proxy they stand (its inbound proxy removed any its app set), from a static endpoint
+/// outside the mesh they go.
+fn finish_response(resp: Response<Incoming>, outside_mesh: bool) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    if outside_mesh {
+        headers::strip_weft(&mut parts.headers, false);
+    }
     parts.headers.remove(names::ORIG_PROTO);
     parts.headers.remove(names::DST_PORT);
     Response::from_parts(parts, incoming(body))

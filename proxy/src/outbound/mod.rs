@@ -13,8 +13,9 @@ use tokio::net::TcpListener;
 use weft_proto::contract::OPAQUE_PORTS;
 
 use crate::context::{drained, ProxyContext};
-use crate::detect::{self, Detected, Prefixed};
+use crate::detect::{self, Detected, Outcome, Prefixed};
 use crate::policy::Protocol;
+use crate::tcp::Relay;
 pub use http::Target;
 
 /// Accepts connections for one `--upstream NAME=ADDR` listener until the drain ends it.
@@ -53,35 +54,75 @@ fn explicit_port(ctx: &ProxyContext, service: &str) -> Option<u16> {
         .or_else(|| svc.endpoints.first().and_then(|e| e.app_ports.first().copied()))
 }
 
+/// How a connection to a service must be read, from its declared protocol and the port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// `protocol: tcp` or an opaque port: bytes, no detection.
+    Opaque,
+    /// `protocol: http|http2|grpc`: HTTP, never opaque.
+    Http,
+    /// Nothing declared: detect from the first bytes.
+    Detect,
+}
+
+impl Framing {
+    pub fn of(protocol: Protocol, port: Option<u16>) -> Self {
+        match protocol {
+            Protocol::Tcp => Framing::Opaque,
+            _ if port.is_some_and(|p| OPAQUE_PORTS.contains(&p)) => Framing::Opaque,
+            Protocol::Http1 | Protocol::Http2 | Protocol::Grpc => Framing::Http,
+            Protocol::Detect => Framing::Detect,
+        }
+    }
+}
+
 /// Serves one outbound connection: HTTP (either version) or opaque TCP.
 pub async fn serve<T>(ctx: &Arc<ProxyContext>, mut io: T, target: Arc<Target>, port: Option<u16>)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let protocol = ctx.view().service(&target.service).map_or(Protocol::Detect, |s| s.protocol());
-    let opaque = protocol == Protocol::Tcp || port.is_some_and(|p| OPAQUE_PORTS.contains(&p));
-    let (detected, prefix) = if opaque {
-        (Detected::Opaque, bytes::Bytes::new())
-    } else {
-        match detect::detect(&mut io, ctx.cfg.detect_timeout).await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!("outbound detection failed: {e}");
+    let framing = Framing::of(protocol, port);
+    let first_byte = (framing == Framing::Detect).then_some(ctx.cfg.detect_timeout);
+    let (detected, prefix) = match framing {
+        Framing::Opaque => {
+            tcp::proxy(ctx, &mut io, &target, Relay::Plain).await;
+            return;
+        }
+        Framing::Http | Framing::Detect => match detect::detect(&mut io, first_byte, ctx.cfg.header_read_timeout).await {
+            Ok(Outcome::Known(Detected::Opaque, prefix)) => {
+                let mut io = Prefixed::new(prefix, io);
+                tcp::proxy(ctx, &mut io, &target, Relay::Plain).await;
                 return;
             }
-        }
+            Ok(Outcome::Known(d, prefix)) => (d, prefix),
+            // Silent: a server-speaks-first protocol, or a client that will speak later.
+            Ok(Outcome::Silent) => match tcp::proxy(ctx, &mut io, &target, Relay::Guarded).await {
+                Some((d, held)) => (d, held),
+                None => return,
+            },
+            Err(e) => {
+                ctx.metrics.proxy_errors.with(&["outbound", "detect-timeout"]).inc();
+                tracing::debug!("outbound connection refused: {e}");
+                return;
+            }
+        },
     };
     let io = Prefixed::new(prefix, io);
-    match detected {
-        Detected::Http1 => {
-            let c = ctx.clone();
-            crate::serve::http1(ctx, io, move |req| http::handle(c.clone(), target.clone(), req)).await
-        }
+    serve_http(ctx, io, target, detected).await
+}
+
+/// Serves outbound HTTP in the version the client speaks.
+async fn serve_http<T>(ctx: &Arc<ProxyContext>, io: T, target: Arc<Target>, version: Detected)
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let c = ctx.clone();
+    match version {
         Detected::Http2 => {
-            let c = ctx.clone();
             crate::serve::http2(ctx, io, move |req| http::handle(c.clone(), target.clone(), req)).await
         }
-        Detected::Opaque => tcp::proxy(ctx, io, &target).await,
+        _ => crate::serve::http1(ctx, io, move |req| http::handle(c.clone(), target.clone(), req)).await,
     }
 }
 
@@ -106,8 +147,8 @@ pub async fn passthrough<T>(ctx: &Arc<ProxyContext>, mut io: T, dst: std::net::S
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    ctx.metrics.tcp_connections.with(&["outbound", "", "false", "false"]).inc();
-    crate::tcp::connect_and_relay(ctx, &mut io, dst, "outbound").await;
+    ctx.metrics.tcp_connections.with(&["outbound", "", "", "false", "false"]).inc();
+    let _ = crate::tcp::connect_and_relay(ctx, &mut io, dst, "outbound", Relay::Plain).await;
 }
 
 /// Resolves when the drain started and the grace period is over.

@@ -4,84 +4,94 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::context::ProxyContext;
+use crate::detect::Detected;
 use crate::outbound::http::{dst_port, Target};
 use crate::outbound::retry::Attempt;
 use crate::pool::peer::{Alpn, SendError};
+use crate::tcp::{guarded_relay, relay, Relay};
 
 const CONNECT_ATTEMPTS: usize = 3;
 
-pub async fn proxy<T>(ctx: &Arc<ProxyContext>, mut client: T, target: &Target)
+/// Relays `client` to the service. With [`Relay::Guarded`], a client that turns out to speak HTTP
+/// gets its held bytes back (`Some`) to be served as HTTP instead.
+pub async fn proxy<T>(ctx: &Arc<ProxyContext>, client: &mut T, target: &Target, mode: Relay) -> Option<(Detected, Bytes)>
 where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    T: AsyncRead + AsyncWrite + Send + Unpin + ?Sized,
 {
     let Some(svc) = ctx.view().service(&target.service).cloned() else {
         tracing::debug!(service = %target.service, "no such service; closing");
-        return;
+        return None;
     };
     let cfg = svc.breaker_config();
     let _permit = match svc.runtime.breaker.try_connect(&cfg) {
         Ok(p) => p,
         Err(o) => {
-            ctx.metrics.breaker_rejections.with(&[&svc.name, o.label()]).inc();
-            return;
+            ctx.metrics.breaker_rejections.with(&[&svc.name, &svc.namespace, o.label()]).inc();
+            return None;
         }
     };
+    let idle = ctx.cfg.tcp_idle_timeout;
     let mut avoid = None;
     for _ in 0..CONNECT_ATTEMPTS {
         let Some(ep) = (match target.endpoint {
-            Some(addr) => svc.endpoints.iter().find(|e| e.addr.ip() == addr.ip()).cloned(),
+            Some(addr) => svc.endpoint_at(addr.ip()),
             None => svc.choose(Instant::now(), avoid),
         }) else {
             tracing::debug!(service = %svc.name, "no endpoints; closing");
-            return;
+            ctx.metrics.proxy_errors.with(&["outbound", "no-endpoints"]).inc();
+            return None;
         };
         let port = dst_port(target, &svc, &ep);
-        match &ep.identity {
+        let upstream: Result<Box<dyn Upstream>, SendError> = match &ep.identity {
             Some(id) => match ctx.peers.connector().connect(ep.addr, id, Alpn::Tcp).await {
-                Ok(mut tls) => {
-                    if crate::tcp::write_preamble(&mut tls, port).await.is_err() {
-                        return;
-                    }
-                    ep.outlier.on_success();
-                    ctx.metrics.tcp_connections.with(&["outbound", &svc.name, "true", "true"]).inc();
-                    tokio::select! {
-                        _ = crate::tcp::relay(&mut client, &mut tls, &ctx.metrics, "outbound", ctx.cfg.tcp_idle_timeout) => {}
-                        _ = super::drained_then_grace(ctx) => {}
-                    }
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(endpoint = %ep.addr, "TCP connect failed: {e}");
-                    record_failure(ctx, &svc, &ep, e);
-                }
+                Ok(mut tls) => match crate::tcp::write_preamble(&mut tls, port).await {
+                    Ok(()) => Ok(Box::new(tls)),
+                    Err(e) => Err(SendError::Connect(e.to_string())),
+                },
+                Err(e) => Err(e),
             },
-            None => match tokio::time::timeout(ctx.cfg.connect_timeout, TcpStream::connect(ep.addr)).await {
-                Ok(Ok(mut s)) => {
-                    let _ = s.set_nodelay(true);
-                    ctx.metrics.tcp_connections.with(&["outbound", &svc.name, "false", "false"]).inc();
-                    tokio::select! {
-                        _ = crate::tcp::relay(&mut client, &mut s, &ctx.metrics, "outbound", ctx.cfg.tcp_idle_timeout) => {}
-                        _ = super::drained_then_grace(ctx) => {}
-                    }
-                    return;
+            None => crate::tcp::connect(ep.addr, ctx.cfg.connect_timeout)
+                .await
+                .map(|s| Box::new(s) as Box<dyn Upstream>)
+                .map_err(|e| SendError::Connect(e.to_string())),
+        };
+        let mut upstream = match upstream {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(endpoint = %ep.addr, "TCP connect failed: {e}");
+                crate::outbound::http::record_outcome(ctx, &svc, &ep, &Attempt::Failed(e));
+                if target.endpoint.is_some() {
+                    return None;
                 }
-                Ok(Err(e)) => record_failure(ctx, &svc, &ep, SendError::Connect(e.to_string())),
-                Err(_) => record_failure(ctx, &svc, &ep, SendError::Connect("timed out".into())),
-            },
-        }
-        if target.endpoint.is_some() {
-            return;
-        }
-        avoid = Some(ep.addr);
+                avoid = Some(ep.addr);
+                continue;
+            }
+        };
+        ep.outlier.on_success();
+        let meshed = if ep.identity.is_some() { "true" } else { "false" };
+        ctx.metrics.tcp_connections.with(&["outbound", &svc.name, &svc.namespace, meshed, meshed]).inc();
+        let relayed = async {
+            match mode {
+                Relay::Plain => {
+                    relay(client, &mut upstream, &ctx.metrics, "outbound", idle).await;
+                    None
+                }
+                Relay::Guarded => guarded_relay(client, &mut upstream, &ctx.metrics, "outbound", idle).await,
+            }
+        };
+        return tokio::select! {
+            switched = relayed => switched,
+            _ = super::drained_then_grace(ctx) => None,
+        };
     }
+    None
 }
 
-fn record_failure(ctx: &ProxyContext, svc: &crate::view::Service, ep: &crate::balance::Endpoint, e: SendError) {
-    let outcome = Attempt::Failed(e);
-    crate::outbound::http::record_outcome(ctx, svc, ep, &outcome);
-}
+/// A connection to an upstream: a TLS tunnel to a peer proxy or plain TCP to a static endpoint.
+trait Upstream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Upstream for T {}
