@@ -59,7 +59,9 @@ fn http_get_and_post_cross_mtls_and_the_app_sees_the_caller() {
         2.0
     );
     assert!(metric(&fm, "weft_request_duration_seconds_count", &[("direction", "outbound")]) >= 2.0);
-    assert!(fm.contains("weft_request_duration_seconds_bucket{direction=\"outbound\",service=\"bar\",le=\"0.001\"}"));
+    assert!(fm.contains(
+        "weft_request_duration_seconds_bucket{direction=\"outbound\",service=\"bar\",namespace=\"default\",le=\"0.001\"}"
+    ));
     assert_eq!(metric(&fm, "weft_control_plane_connected", &[]), 1.0);
     assert!(metric(&fm, "weft_identity_cert_expiry_timestamp_seconds", &[]) > 1e9);
 }
@@ -215,14 +217,15 @@ fn a_token_for_foo_cannot_obtain_a_certificate_for_bar() {
     let foo_token = m.token("foo");
     let mut opts = ProxyOpts::new("bar").app("127.0.0.1:9".parse().unwrap());
     opts.token = Some(foo_token);
-    let p = m.proxy_unready(opts);
+    let mut p = m.proxy_unready(opts);
     eventually("the controller refuses the token", Duration::from_secs(10), || {
         metric(&m.controller_metrics(), "weft_certify_refused_total", &[("reason", "token")]) >= 1.0
     });
-    let (status, body) = http_get(&format!("http://127.0.0.1:{}/ready", p.admin)).unwrap();
-    assert_eq!(status, 503);
-    assert!(body.contains("no certificate"), "{body}");
-    assert!(p.proc.logs().contains("join token refused"), "{}", p.proc.logs());
+    // A refusal for good stops the proxy with the reason, rather than retrying for ever.
+    let status = p.proc.wait_exit(Duration::from_secs(10)).expect("the proxy exits");
+    assert!(!status.success());
+    let logs = p.proc.logs();
+    assert!(logs.contains("join token refused") && logs.contains("is for spiffe://weft.local/ns/default/sa/foo"), "{logs}");
 }
 
 #[test]
