@@ -28,8 +28,11 @@ pub struct Endpoint {
     pub version: String,
     pub instance: String,
     pub app_ports: Vec<u16>,
-    /// Further IPs of the same workload (a dual-stack pod's other family).
+    /// Further IPs of the same workload (a dual-stack pod's other family), each with its own
+    /// pooled connection: a transparent caller dials the IP its app asked for, so the peer reaches
+    /// its app on that address family too.
     pub other_ips: Vec<std::net::IpAddr>,
+    other_h2: Vec<crate::pool::ConnSlot>,
     pub protocol: Protocol,
     pub load: Load,
     pub outlier: OutlierState,
@@ -53,10 +56,27 @@ impl Endpoint {
             instance,
             app_ports,
             other_ips: Vec::new(),
+            other_h2: Vec::new(),
             protocol,
             load: Load::default(),
             outlier: OutlierState::default(),
             h2: Default::default(),
+        }
+    }
+
+    /// Sets the further IPs (and their connection slots).
+    pub fn with_other_ips(mut self, ips: Vec<std::net::IpAddr>) -> Self {
+        self.other_h2 = ips.iter().map(|_| Default::default()).collect();
+        self.other_ips = ips;
+        self
+    }
+
+    /// The address to dial (and its pooled HTTP/2 connection) for a caller whose app asked for
+    /// `ip`: that IP when it is one of this workload's, else its announced address.
+    pub fn dial(&self, ip: Option<std::net::IpAddr>) -> (SocketAddr, &crate::pool::ConnSlot) {
+        match ip.and_then(|ip| self.other_ips.iter().position(|o| *o == ip)) {
+            Some(i) => (SocketAddr::new(self.other_ips[i], self.addr.port()), &self.other_h2[i]),
+            None => (self.addr, &self.h2),
         }
     }
 

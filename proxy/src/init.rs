@@ -198,12 +198,12 @@ fn backend(mode: &str, look: bool) -> Result<(String, Option<String>), String> {
     }
 }
 
+/// Where `bin` is on PATH (as the commands are run by name, they are found the same way).
 fn which(bin: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_else(|| vec!["/usr/sbin".into(), "/usr/bin".into(), "/sbin".into(), "/bin".into()])
         .into_iter()
-        .chain(["/usr/sbin".into(), "/sbin".into()])
         .map(|d| d.join(bin))
         .find(|p| p.is_file())
 }

@@ -36,6 +36,8 @@ pub struct Behaviour {
     /// Call this address (a proxy's upstream listener) before answering, copying
     /// `x-weft-deadline-at` the way gRPC libraries carry deadlines.
     pub call: Option<SocketAddr>,
+    /// Extra response headers (a hostile app forging the proxy's).
+    pub response_headers: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -43,6 +45,26 @@ pub struct AppStats {
     pub requests: AtomicU64,
     pub failures_sent: AtomicU64,
     pub last_headers: Mutex<HeaderMap>,
+    /// Requests being answered now, and the most ever at once.
+    pub in_flight: AtomicU64,
+    pub max_in_flight: AtomicU64,
+}
+
+/// Counts one request in progress in `AppStats`.
+struct Busy(Arc<AppStats>);
+
+impl Busy {
+    fn new(s: &Arc<AppStats>) -> Self {
+        let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        s.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(s.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct HttpApp {
@@ -111,6 +133,7 @@ async fn answer(
     name: String,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     stats.requests.fetch_add(1, Ordering::SeqCst);
+    let _busy = Busy::new(&stats);
     *stats.last_headers.lock().unwrap() = req.headers().clone();
     let b = behaviour.lock().unwrap().clone();
     if !b.latency.is_zero() {
@@ -162,11 +185,11 @@ async fn answer(
         "headers": headers,
         "downstream": downstream,
     });
-    Ok(Response::builder()
-        .header("content-type", "application/json")
-        .header("x-app", name)
-        .body(Full::new(Bytes::from(out.to_string())))
-        .unwrap())
+    let mut resp = Response::builder().header("content-type", "application/json").header("x-app", name);
+    for (k, v) in &b.response_headers {
+        resp = resp.header(k.as_str(), v.as_str());
+    }
+    Ok(resp.body(Full::new(Bytes::from(out.to_string()))).unwrap())
 }
 
 fn rand_percent() -> u32 {

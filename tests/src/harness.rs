@@ -284,16 +284,23 @@ impl Mesh {
 
     /// A join token for `service` in a file.
     pub fn token(&self, service: &str) -> PathBuf {
+        self.token_with("default", service, &[]).0
+    }
+
+    /// A join token for `namespace/service` (with `extra` flags for `weft ca token`) in a file,
+    /// and what `weft ca token` said on stderr (the token's id).
+    pub fn token_with(&self, namespace: &str, service: &str, extra: &[&str]) -> (PathBuf, String) {
         let out = Command::new(bin("weft"))
             .args(["ca", "token", "--dir"])
             .arg(&self.ca_dir)
-            .args(["--service", service])
+            .args(["--service", service, "--namespace", namespace])
+            .args(extra)
             .output()
             .expect("weft ca token");
         assert!(out.status.success(), "weft ca token: {}", String::from_utf8_lossy(&out.stderr));
-        let path = self.dir.path().join(format!("{service}-{}.token", free_port()));
+        let path = self.dir.path().join(format!("{namespace}-{service}-{}.token", free_port()));
         std::fs::write(&path, &out.stdout).unwrap();
-        path
+        (path, String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     /// Replaces the mesh file the way editors do: write a new file, rename it over the old one.
@@ -325,14 +332,15 @@ impl Mesh {
     pub fn proxy_unready(&self, opts: ProxyOpts) -> ProxyHandle {
         let inbound = free_port();
         let admin = free_port();
-        let token = opts.token.clone().unwrap_or_else(|| self.token(&opts.service));
+        let namespace = opts.namespace.clone().unwrap_or_else(|| "default".into());
+        let token = opts.token.clone().unwrap_or_else(|| self.token_with(&namespace, &opts.service, &[]).0);
         let mut cmd = Command::new(bin("weft-proxy"));
         cmd.args(["--controller", &self.controller_url()])
             .arg("--trust-anchor")
             .arg(self.ca_dir.join("ca.crt"))
             .arg("--token-file")
             .arg(&token)
-            .args(["--service", &opts.service])
+            .args(["--service", &opts.service, "--namespace", &namespace])
             .args(["--inbound", &format!("127.0.0.1:{inbound}")])
             .args(["--admin", &format!("127.0.0.1:{admin}")]);
         if let Some(app) = opts.app {
@@ -356,7 +364,7 @@ impl Mesh {
             opts.service,
             opts.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default()
         );
-        let log = self.dir.path().join(format!("proxy-{}-{inbound}.log", opts.service));
+        let log = self.dir.path().join(format!("proxy-{namespace}-{}-{inbound}.log", opts.service));
         let proc = Proc::spawn(&name, cmd, log);
         ProxyHandle { proc, inbound, admin, upstreams }
     }
@@ -365,6 +373,8 @@ impl Mesh {
 #[derive(Default, Clone)]
 pub struct ProxyOpts {
     pub service: String,
+    /// Default: `default`.
+    pub namespace: Option<String>,
     pub version: Option<String>,
     pub app: Option<SocketAddr>,
     pub upstreams: Vec<String>,
@@ -395,6 +405,10 @@ impl ProxyOpts {
     }
     pub fn arg(mut self, a: &str) -> Self {
         self.extra.push(a.to_string());
+        self
+    }
+    pub fn namespace(mut self, ns: &str) -> Self {
+        self.namespace = Some(ns.to_string());
         self
     }
 }

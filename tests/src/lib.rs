@@ -2,5 +2,6 @@
 //! reading metrics.
 
 pub mod apps;
+pub mod attack;
 pub mod harness;
 pub mod netns;

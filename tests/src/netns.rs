@@ -11,6 +11,9 @@ use crate::harness::{bin, Proc, TestDir};
 
 /// The switch's address; pods are 198.18.0.N (the benchmarking range, inside our namespaces only).
 pub const SWITCH_IP: &str = "198.18.0.1";
+/// The switch's IPv6 address in dual-stack labs; pods are fd00:198:18::N (a unique local prefix,
+/// inside our namespaces only).
+pub const SWITCH_IP6: &str = "fd00:198:18::1";
 
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -46,6 +49,8 @@ pub struct Lab {
     namespaces: Vec<String>,
     procs: Vec<Proc>,
     pub dir: TestDir,
+    v6_switch: bool,
+    etc_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Lab {
@@ -54,8 +59,15 @@ impl Lab {
         static N: AtomicU32 = AtomicU32::new(0);
         let prefix = format!("w{}{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::SeqCst));
         let switch = format!("{prefix}-sw");
-        let mut lab =
-            Self { prefix, switch: switch.clone(), namespaces: vec![], procs: vec![], dir: TestDir::new(name) };
+        let mut lab = Self {
+            prefix,
+            switch: switch.clone(),
+            namespaces: vec![],
+            procs: vec![],
+            dir: TestDir::new(name),
+            v6_switch: false,
+            etc_dirs: vec![],
+        };
         lab.add_ns(&switch);
         must(&["ip", "-n", &switch, "link", "add", "br0", "type", "bridge"]);
         must(&["ip", "-n", &switch, "addr", "add", &format!("{SWITCH_IP}/24"), "dev", "br0"]);
@@ -82,6 +94,25 @@ impl Lab {
         must(&["ip", "-n", &ns, "link", "set", &a, "up"]);
         must(&["ip", "-n", &ns, "route", "add", "default", "via", SWITCH_IP]);
         ns
+    }
+
+    /// Gives the switch and the pod `ns` (made by [`Lab::pod`] as number `n`) IPv6 addresses too.
+    pub fn dual_stack(&mut self, ns: &str, n: u8) {
+        if !self.v6_switch {
+            must(&["ip", "-n", &self.switch, "addr", "add", &format!("{SWITCH_IP6}/64"), "dev", "br0", "nodad"]);
+            self.v6_switch = true;
+        }
+        let dev = format!("{}p{n}", self.prefix);
+        must(&["ip", "-n", ns, "addr", "add", &format!("fd00:198:18::{n}/64"), "dev", &dev, "nodad"]);
+        must(&["ip", "-n", ns, "-6", "route", "add", "default", "via", SWITCH_IP6]);
+    }
+
+    /// Names resolved inside `ns` (`ip netns exec` mounts `/etc/netns/NS/hosts` over `/etc/hosts`).
+    pub fn hosts(&mut self, ns: &str, lines: &str) {
+        let dir = std::path::PathBuf::from("/etc/netns").join(ns);
+        std::fs::create_dir_all(&dir).expect("/etc/netns/NS");
+        std::fs::write(dir.join("hosts"), format!("127.0.0.1 localhost\n::1 localhost\n{lines}\n")).unwrap();
+        self.etc_dirs.push(dir);
     }
 
     /// Runs a command in a namespace to completion.
@@ -117,7 +148,15 @@ impl Lab {
 
     /// GET with curl inside a namespace: (status, body), or an error if no HTTP answer came.
     pub fn curl(&self, ns: &str, url: &str) -> Result<(u16, String), String> {
-        let out = self.exec(ns, &["curl", "-s", "-m", "5", "-w", "\n%{http_code}", url]);
+        self.curl_with(ns, url, &[])
+    }
+
+    /// curl inside a namespace with extra arguments (`-X PUT`, `-d …`, `-6`).
+    pub fn curl_with(&self, ns: &str, url: &str, extra: &[&str]) -> Result<(u16, String), String> {
+        let mut args = vec!["curl", "-s", "-m", "5", "-w", "\n%{http_code}"];
+        args.extend_from_slice(extra);
+        args.push(url);
+        let out = self.exec(ns, &args);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
         let code: u16 = code.trim().parse().unwrap_or(0);
@@ -164,6 +203,9 @@ impl Drop for Lab {
         self.procs.clear();
         for ns in self.namespaces.iter().rev() {
             let _ = sh(&["ip", "netns", "del", ns]);
+        }
+        for d in &self.etc_dirs {
+            let _ = std::fs::remove_dir_all(d);
         }
     }
 }

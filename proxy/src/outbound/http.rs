@@ -195,7 +195,7 @@ async fn proxy(
             from_h1,
         );
         let in_flight = ep.load.start();
-        let sent = send(ctx, &ep, req, from_h1);
+        let sent = send(ctx, &ep, target.endpoint.map(|a| a.ip()), req, from_h1);
         let (outcome, setup) = match try_deadline {
             Some(d) => match tokio::time::timeout_at(d, sent).await {
                 Ok(r) => r,
@@ -339,10 +339,22 @@ pub fn dst_port(target: &Target, svc: &Service, ep: &Endpoint) -> u16 {
     svc.policy.as_ref().and_then(|p| p.first_target_port()).or_else(|| ep.app_ports.first().copied()).unwrap_or(0)
 }
 
-/// One attempt; also returns the connection set-up time inside it.
-async fn send(ctx: &ProxyContext, ep: &Endpoint, req: Request<Body>, from_h1: bool) -> (Attempt, Duration) {
+/// One attempt (`via`: the IP the app asked for, in transparent mode); also returns the connection
+/// set-up time inside it.
+async fn send(
+    ctx: &ProxyContext,
+    ep: &Endpoint,
+    via: Option<std::net::IpAddr>,
+    req: Request<Body>,
+    from_h1: bool,
+) -> (Attempt, Duration) {
     let outcome = match &ep.identity {
-        Some(id) => match ctx.peers.send(&ep.h2, ep.addr, id, req).await {
+        Some(id) => match {
+            let (addr, slot) = ep.dial(via);
+            ctx.peers.send(slot, addr, id, req)
+        }
+        .await
+        {
             Ok((resp, setup)) => return (Attempt::Response(resp), setup),
             Err(e) => Attempt::Failed(e),
         },

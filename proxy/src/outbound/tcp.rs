@@ -48,7 +48,7 @@ where
         };
         let port = dst_port(target, &svc, &ep);
         let upstream: Result<Box<dyn Upstream>, SendError> = match &ep.identity {
-            Some(id) => match ctx.peers.connector().connect(ep.addr, id, Alpn::Tcp).await {
+            Some(id) => match ctx.peers.connector().connect(ep.dial(target.endpoint.map(|a| a.ip())).0, id, Alpn::Tcp).await {
                 Ok(mut tls) => match crate::tcp::write_preamble(&mut tls, port).await {
                     Ok(()) => Ok(Box::new(tls)),
                     Err(e) => Err(SendError::Connect(e.to_string())),

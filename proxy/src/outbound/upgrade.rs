@@ -38,7 +38,7 @@ pub async fn handle(
                 let tls = ctx
                     .peers
                     .connector()
-                    .connect(ep.addr, id, Alpn::Http1)
+                    .connect(ep.dial(target.endpoint.map(|a| a.ip())).0, id, Alpn::Http1)
                     .await
                     .map_err(|e| ProxyError::ConnectFailed(e.to_string()))?;
                 crate::upgrade::forward(req, tls, ctx.cfg.tcp_idle_timeout, false, |parts| {

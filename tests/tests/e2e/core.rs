@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weft_tests::apps::{self, rt, Behaviour, Client, GrpcApp, HttpApp, TcpApp, WsApp};
-use weft_tests::harness::{eventually, http_get, metric, Mesh, ProxyHandle, ProxyOpts};
+use weft_tests::attack::raw_exchange;
+use weft_tests::harness::{eventually, metric, Mesh, ProxyHandle, ProxyOpts};
 
 const FOO_ID: &str = "spiffe://weft.local/ns/default/sa/foo";
 
@@ -458,16 +459,6 @@ fn controller_restart_under_steady_traffic_drops_nothing() {
     assert_eq!(failed, 0, "{errors:?}");
     assert!(ok > 100);
     assert_eq!(m.state()["proxies"].as_array().unwrap().len(), 3, "every proxy reconnected");
-}
-
-/// Reads the raw answer of a proxy listener to raw bytes.
-fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(bytes).unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 #[test]

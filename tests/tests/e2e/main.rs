@@ -6,4 +6,5 @@ mod compose;
 mod core;
 mod playground;
 mod resilience;
+mod security;
 mod transparent;

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use weft_tests::harness::{bin, metric};
-use weft_tests::netns::{Lab, SWITCH_IP};
+use weft_tests::netns::{Lab, SWITCH_IP, SWITCH_IP6};
 
 const PROXY_UID: u32 = 2102;
 const FOO_ID: &str = "spiffe://weft.local/ns/default/sa/foo";
@@ -18,6 +18,10 @@ fn mesh(mtls: &str) -> String {
 
 /// A lab with a controller in the switch namespace; returns the CA dir and the mesh file.
 fn controller(lab: &mut Lab, mesh_yaml: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    controller_on(lab, mesh_yaml, &format!("{SWITCH_IP}:7070"))
+}
+
+fn controller_on(lab: &mut Lab, mesh_yaml: &str, grpc: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let ca = lab.dir.path().join("ca");
     assert!(Command::new(bin("weft")).args(["ca", "init", "--dir"]).arg(&ca).status().unwrap().success());
     let mesh_dir = lab.dir.path().join("mesh");
@@ -36,7 +40,7 @@ fn controller(lab: &mut Lab, mesh_yaml: &str) -> (std::path::PathBuf, std::path:
             "--ca-dir".into(),
             ca.display().to_string(),
             "--grpc-addr".into(),
-            format!("{SWITCH_IP}:7070"),
+            grpc.into(),
             "--admin-addr".into(),
             format!("{SWITCH_IP}:7071"),
             "--restart-holddown".into(),
@@ -51,6 +55,13 @@ fn controller(lab: &mut Lab, mesh_yaml: &str) -> (std::path::PathBuf, std::path:
 /// the opaque port 4222), and a transparent proxy under its own UID.
 fn meshed_pod(lab: &mut Lab, ca: &std::path::Path, name: &str, service: &str, n: u8) -> String {
     let ns = lab.pod(name, n);
+    start_meshed_pod(lab, &ns, ca, name, service, &format!("https://{SWITCH_IP}:7070"));
+    ns
+}
+
+/// Rules, app and proxy in an existing pod namespace `ns`.
+fn start_meshed_pod(lab: &mut Lab, ns: &str, ca: &std::path::Path, name: &str, service: &str, controller: &str) {
+    let ns = ns.to_string();
     let init = lab.exec(&ns, &[&lab.weft_proxy(), "init"]);
     assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
     let token = lab.dir.path().join(format!("{name}.token"));
@@ -66,7 +77,8 @@ fn meshed_pod(lab: &mut Lab, ca: &std::path::Path, name: &str, service: &str, n:
             "--name".into(),
             name.into(),
             "--listen".into(),
-            "0.0.0.0:8080".into(),
+            // Both families (a dual-stack pod's app takes IPv6 too).
+            "[::]:8080".into(),
             "--tcp".into(),
             "0.0.0.0:4222".into(),
             "--banner".into(),
@@ -81,7 +93,7 @@ fn meshed_pod(lab: &mut Lab, ca: &std::path::Path, name: &str, service: &str, n:
             lab.weft_proxy(),
             "--transparent".into(),
             "--controller".into(),
-            format!("https://{SWITCH_IP}:7070"),
+            controller.into(),
             "--trust-anchor".into(),
             ca.join("ca.crt").display().to_string(),
             "--token-file".into(),
@@ -93,7 +105,6 @@ fn meshed_pod(lab: &mut Lab, ca: &std::path::Path, name: &str, service: &str, n:
         ],
     );
     lab.wait_ready(&ns, "http://127.0.0.1:4191/ready", Duration::from_secs(20));
-    ns
 }
 
 fn metrics(lab: &Lab, ns: &str) -> String {
@@ -253,4 +264,165 @@ fn init_is_idempotent_covers_ipv6_and_uninstalls_cleanly() {
     let printed = lab.exec_ok(&ns, &[&proxy, "init", "--dry-run"]);
     assert!(printed.contains("-t nat -A WEFT_INBOUND -p tcp -j REDIRECT --to-ports 4143"), "{printed}");
     assert!(lab.nat_rules(&ns, "iptables-save").is_empty());
+}
+
+/// An unmeshed pod with the demo app on 8080: a client from outside the mesh.
+fn outside_pod(lab: &mut Lab, n: u8) -> String {
+    let x = lab.pod("x", n);
+    lab.spawn(
+        &x,
+        "x-app",
+        None,
+        &[bin("weft-demo").display().to_string(), "--name".into(), "outside".into(), "--listen".into(), "0.0.0.0:9090".into()],
+    );
+    x
+}
+
+/// Waits until `ns`'s proxy knows `addr` in its directory.
+fn wait_directory(lab: &Lab, ns: &str, addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let dir = lab.curl(ns, "http://127.0.0.1:4191/config").map(|(_, b)| b).unwrap_or_default();
+        if dir.contains(&format!("\"{addr}\"")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{ns}'s proxy never learnt {addr}: {dir}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn edit(mesh_file: &std::path::Path, yaml: &str) {
+    std::fs::write(mesh_file.with_extension("tmp"), yaml).unwrap();
+    std::fs::rename(mesh_file.with_extension("tmp"), mesh_file).unwrap();
+}
+
+// Issue #9, item 6: an allow list admits only its identities, never plaintext; `[]` nobody.
+#[test]
+fn authorization_never_fails_open_for_plaintext_callers() {
+    let mut lab = Lab::new("authz");
+    let allow = |list: &str| format!("trust_domain: weft.local\nservices:\n  foo: {{}}\n  bar: {{mtls: permissive, allow: {list}}}\n");
+    let (ca, mesh_file) = controller(&mut lab, &allow("[foo]"));
+    let a = meshed_pod(&mut lab, &ca, "a", "foo", 41);
+    let _b = meshed_pod(&mut lab, &ca, "b", "bar", 42);
+    let x = outside_pod(&mut lab, 43);
+    wait_directory(&lab, &a, "198.18.0.42");
+    // foo is allowed; a plaintext client is not, although bar is permissive.
+    assert_eq!(lab.curl(&a, "http://198.18.0.42:8080/").unwrap().0, 200);
+    let (status, body) = lab.curl(&x, "http://198.18.0.42:8080/").unwrap();
+    assert_eq!(status, 403, "{body}");
+    // Bytes can't be told 403: the opaque port closes.
+    let out = lab.exec(&x, &["bash", "-c", "exec 3<>/dev/tcp/198.18.0.42/4222; read -t 3 line <&3; echo \"[$line]\""]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("220"), "{out:?}");
+    // An empty list admits nobody.
+    edit(&mesh_file, &allow("[]"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.curl(&a, "http://198.18.0.42:8080/").map(|r| r.0) != Ok(403) {
+        assert!(Instant::now() < deadline, "allow: [] never took effect");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(lab.curl(&x, "http://198.18.0.42:8080/").unwrap().0, 403);
+}
+
+// Issue #9, item 7: no loop through the outbound listener, no plaintext to a mesh service that
+// has no endpoints.
+#[test]
+fn loops_and_mesh_destinations_without_endpoints_are_refused() {
+    let mut lab = Lab::new("loops");
+    let yaml = "trust_domain: weft.local\nservices:\n  foo: {}\n  ghost: {vip: 10.96.0.99, ports: [{port: 80, target_port: 8080}]}\n";
+    let (ca, _) = controller(&mut lab, yaml);
+    let a = meshed_pod(&mut lab, &ca, "a", "foo", 51);
+    wait_directory(&lab, &a, "10.96.0.99:80");
+    // Straight to the outbound port: refused at once, not passed through to itself.
+    let started = Instant::now();
+    assert!(lab.curl(&a, "http://127.0.0.1:4140/").is_err());
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let am = metrics(&lab, &a);
+    assert!(metric(&am, "weft_proxy_errors_total", &[("reason", "loop")]) >= 1.0, "{am}");
+    assert!(metric(&am, "weft_tcp_connections_open", &[("direction", "outbound")]) < 5.0, "{am}");
+    // A mesh service with no endpoints is never reached in plaintext behind the mesh's back.
+    assert!(lab.curl(&a, "http://10.96.0.99:80/").is_err());
+    assert!(metric(&metrics(&lab, &a), "weft_proxy_errors_total", &[("reason", "no-endpoints")]) >= 1.0);
+}
+
+// Issue #9, item 12: remote callers get what scrapers and kubelets need, nothing more.
+#[test]
+fn remote_callers_get_metrics_and_health_but_not_config_or_log_level() {
+    let mut lab = Lab::new("admin");
+    let (ca, _) = controller(&mut lab, "trust_domain: weft.local\nservices:\n  foo: {}\n");
+    let a = meshed_pod(&mut lab, &ca, "a", "foo", 61);
+    let sw = lab.switch.clone();
+    for path in ["/metrics", "/ready", "/live"] {
+        assert_eq!(lab.curl(&sw, &format!("http://198.18.0.61:4191{path}")).unwrap().0, 200, "{path}");
+    }
+    assert_eq!(lab.curl(&sw, "http://198.18.0.61:4191/config").unwrap().0, 403);
+    assert_eq!(lab.curl_with(&sw, "http://198.18.0.61:4191/log-level", &["-X", "PUT", "-d", "trace"]).unwrap().0, 403);
+    assert_eq!(lab.curl_with(&sw, "http://198.18.0.61:4191/shutdown", &["-X", "POST"]).unwrap().0, 403);
+    // From the pod itself (loopback) they answer.
+    assert_eq!(lab.curl(&a, "http://127.0.0.1:4191/config").unwrap().0, 200);
+    // The controller likewise: its state reveals the mesh's topology.
+    assert_eq!(lab.curl(&a, &format!("http://{SWITCH_IP}:7071/metrics")).unwrap().0, 200);
+    assert_eq!(lab.curl(&a, &format!("http://{SWITCH_IP}:7071/api/v1/state")).unwrap().0, 403);
+    assert_eq!(
+        lab.curl_with(&a, &format!("http://{SWITCH_IP}:7071/log-level"), &["-X", "PUT", "-d", "trace"]).unwrap().0,
+        403
+    );
+}
+
+// Issue #9, item 14: IPv6 is a first-class path between meshed pods.
+#[test]
+fn dual_stack_pods_talk_over_mtls_on_ipv6_too() {
+    let mut lab = Lab::new("dual");
+    let yaml = "trust_domain: weft.local\nservices:\n  foo: {}\n  bar: {mtls: strict}\n";
+    let (ca, _) = controller_on(&mut lab, yaml, "[::]:7070");
+    let mut pods = Vec::new();
+    for (name, service, n) in [("a", "foo", 71), ("b", "bar", 72)] {
+        let ns = lab.pod(name, n);
+        lab.dual_stack(&ns, n);
+        lab.hosts(&ns, &format!("{SWITCH_IP} weft-controller\n{SWITCH_IP6} weft-controller"));
+        start_meshed_pod(&mut lab, &ns, &ca, name, service, "https://weft-controller:7070");
+        pods.push(ns);
+    }
+    let x = lab.pod("x", 73);
+    lab.dual_stack(&x, 73);
+    let (a, b) = (&pods[0], &pods[1]);
+    wait_directory(&lab, a, "198.18.0.72");
+    wait_directory(&lab, a, "fd00:198:18::72");
+    for url in ["http://198.18.0.72:8080/v4", "http://[fd00:198:18::72]:8080/v6"] {
+        let (status, body) = lab.curl(a, url).unwrap();
+        assert_eq!(status, 200, "{url}: {body}");
+        assert!(body.contains(FOO_ID), "{url} was not mTLS: {body}");
+    }
+    // Strict holds over IPv6: a plaintext client is refused on both families.
+    assert!(lab.curl(&x, "http://198.18.0.72:8080/").is_err());
+    assert!(lab.curl(&x, "http://[fd00:198:18::72]:8080/").is_err());
+    let bm = metrics(&lab, b);
+    assert!(metric(&bm, "weft_proxy_errors_total", &[("reason", "plaintext-refused")]) >= 2.0, "{bm}");
+}
+
+// Issue #9, item 14: init never leaves IPv6 open silently, and a dry run changes nothing.
+#[test]
+fn init_refuses_to_leave_ipv6_open_and_a_dry_run_touches_nothing() {
+    let mut lab = Lab::new("init6");
+    let proxy = lab.weft_proxy();
+    // A dry run in a fresh namespace: not even an empty table appears.
+    let fresh = lab.pod("d", 81);
+    let tables = |lab: &Lab| lab.exec_ok(&fresh, &["cat", "/proc/net/ip_tables_names"]);
+    let before = tables(&lab);
+    let printed = lab.exec_ok(&fresh, &[&proxy, "init", "--dry-run"]);
+    assert!(printed.contains("REDIRECT --to-ports 4143"));
+    assert_eq!(tables(&lab), before, "the dry run created tables");
+    // No ip6tables where the namespace has IPv6: refused, unless --ipv4-only.
+    let ns = lab.pod("p", 82);
+    let only_v4 = lab.dir.path().join("only-v4");
+    std::fs::create_dir_all(&only_v4).unwrap();
+    let real = String::from_utf8_lossy(&Command::new("sh").args(["-c", "command -v iptables"]).output().unwrap().stdout)
+        .trim()
+        .to_string();
+    std::os::unix::fs::symlink(std::fs::canonicalize(&real).unwrap(), only_v4.join("iptables")).unwrap();
+    let path = format!("PATH={}", only_v4.display());
+    let out = lab.exec(&ns, &["env", &path, &proxy, "init", "--iptables-mode", "auto"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ipv4-only"), "{out:?}");
+    let out = lab.exec(&ns, &["env", &path, &proxy, "init", "--ipv4-only"]);
+    assert!(out.status.success(), "{out:?}");
 }
