@@ -237,7 +237,8 @@ impl CertificateAuthority {
     pub fn issue_controller(&self, ttl: Duration) -> Result<IssuedCert, CaError> {
         let id = SpiffeId::controller(&self.trust_domain)?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Sign(e.to_string()))?;
-        let cert = leaf_params(&id, ttl, None)?.signed_by(&key, &self.issuer()?).map_err(|e| CaError::Sign(e.to_string()))?;
+        let cert =
+            leaf_params(&id, ttl, None)?.signed_by(&key, &self.issuer()?).map_err(|e| CaError::Sign(e.to_string()))?;
         let der = cert.der().clone();
         let not_after_unix = x509::not_after_unix(&der).map_err(|e| CaError::Sign(e.to_string()))?;
         Ok(IssuedCert { chain: vec![der], key: PrivatePkcs8KeyDer::from(key.serialize_der()), not_after_unix })
@@ -254,7 +255,8 @@ impl CertificateAuthority {
             });
         }
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Sign(e.to_string()))?;
-        let cert = leaf_params(id, ttl, None)?.signed_by(&key, &self.issuer()?).map_err(|e| CaError::Sign(e.to_string()))?;
+        let cert =
+            leaf_params(id, ttl, None)?.signed_by(&key, &self.issuer()?).map_err(|e| CaError::Sign(e.to_string()))?;
         let der = cert.der().clone();
         let not_after_unix = x509::not_after_unix(&der).map_err(|e| CaError::Sign(e.to_string()))?;
         Ok(IssuedCert { chain: vec![der], key: PrivatePkcs8KeyDer::from(key.serialize_der()), not_after_unix })
@@ -422,10 +424,7 @@ mod tests {
         let ctl = SpiffeId::controller("weft.local").unwrap();
         assert!(matches!(ca.join_token(&ctl, Duration::from_secs(60), None), Err(CaError::Reserved(_))));
         let other = SpiffeId::new("other.td", "default", "foo").unwrap();
-        assert!(matches!(
-            ca.join_token(&other, Duration::from_secs(60), None),
-            Err(CaError::WrongTrustDomain { .. })
-        ));
+        assert!(matches!(ca.join_token(&other, Duration::from_secs(60), None), Err(CaError::WrongTrustDomain { .. })));
         let (_, csr) = workload_csr(&ctl).unwrap();
         assert!(matches!(ca.sign_csr(&csr, &ctl, Duration::from_secs(60), None), Err(CaError::Reserved(_))));
     }

@@ -122,7 +122,8 @@ fn organizational_unit(name: &[u8]) -> Option<String> {
             if oid == OU_OID {
                 let (tag, body, _) = tlv(value)?;
                 // UTF8String, PrintableString or IA5String.
-                return matches!(tag, 0x0c | 0x13 | 0x16).then(|| std::str::from_utf8(body).ok().map(str::to_string))?;
+                return matches!(tag, 0x0c | 0x13 | 0x16)
+                    .then(|| std::str::from_utf8(body).ok().map(str::to_string))?;
             }
         }
     }

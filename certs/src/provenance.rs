@@ -44,7 +44,9 @@ impl Provenance {
 
 /// Instance names: what `--instance` accepts (host names, pod names, `host-pid`).
 pub fn valid_instance(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
 }
 
 #[cfg(test)]

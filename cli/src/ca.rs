@@ -27,10 +27,15 @@ pub fn token(dir: &Path, service: &str, namespace: &str, ttl: &str, bind_instanc
     let id = SpiffeId::new(ca.trust_domain(), namespace, service)?;
     let (token, claims) = ca.join_token(&id, ttl, bind_instance)?;
     println!("{token}");
-    eprintln!("join token {} for {id}, good until {} (Unix seconds){}", claims.jti, claims.exp, match bind_instance {
-        Some(i) => format!(", for instance {i} only"),
-        None => String::new(),
-    });
+    eprintln!(
+        "join token {} for {id}, good until {} (Unix seconds){}",
+        claims.jti,
+        claims.exp,
+        match bind_instance {
+            Some(i) => format!(", for instance {i} only"),
+            None => String::new(),
+        }
+    );
     Ok(())
 }
 

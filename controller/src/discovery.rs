@@ -243,8 +243,8 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         if workload.attest_address {
             return attest(&state, &identity, &workload, addr).map_err(|s| refuse("attest", s));
         }
-        let (service, inbound_addr) = check_registration(&identity, &workload, &state.trust_domain(), addr)
-            .map_err(|s| refuse("invalid", s))?;
+        let (service, inbound_addr) =
+            check_registration(&identity, &workload, &state.trust_domain(), addr).map_err(|s| refuse("invalid", s))?;
         let bound = provenance.as_ref().and_then(|p| p.instance.clone());
         if let Some(i) = bound.as_deref().filter(|i| *i != workload.instance) {
             return Err(refuse(
@@ -257,12 +257,19 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         }
 
         let session = state.new_session();
-        let reg = Registration { identity: identity.clone(), service: service.clone(), workload: workload.clone(), inbound: inbound_addr };
+        let reg = Registration {
+            identity: identity.clone(),
+            service: service.clone(),
+            workload: workload.clone(),
+            inbound: inbound_addr,
+        };
         let token_id = provenance.map(|p| p.token_id);
         let (closed, admitted) = state
             .connect(session, reg, addr.to_string(), first.cert_expires_at_unix_ms, token_id, bound.is_some())
             .map_err(|e| {
-                weft_telemetry::log_limit::warn("registration-refused", || format!("registration from {addr} ({identity}) refused: {e}"));
+                weft_telemetry::log_limit::warn("registration-refused", || {
+                    format!("registration from {addr} ({identity}) refused: {e}")
+                });
                 Status::resource_exhausted(e.to_string())
             })?;
         if !admitted.dropped_ports.is_empty() {
@@ -288,11 +295,18 @@ impl pb::discovery_server::Discovery for DiscoveryService {
 
 /// A stream that only proves the registered workload also owns its source IP (the other family of
 /// a dual-stack pod): recorded, and the stream ends at once.
-fn attest(state: &MeshState, identity: &SpiffeId, w: &pb::Workload, addr: SocketAddr) -> Result<Response<ResponseStream>, Status> {
+fn attest(
+    state: &MeshState,
+    identity: &SpiffeId,
+    w: &pb::Workload,
+    addr: SocketAddr,
+) -> Result<Response<ResponseStream>, Status> {
     let claimed = SpiffeId::new(&state.trust_domain(), &w.namespace, &w.service)
         .map_err(|e| Status::invalid_argument(format!("invalid workload: {e}")))?;
     if &claimed != identity {
-        return Err(Status::permission_denied(format!("attestation for {claimed} refused: the certificate is for {identity}")));
+        return Err(Status::permission_denied(format!(
+            "attestation for {claimed} refused: the certificate is for {identity}"
+        )));
     }
     let ip = addr.ip().to_canonical();
     if state.attest_ip(identity, &w.instance, ip) {
@@ -690,9 +704,18 @@ mod tests {
         let mut reg = Registry::default();
         let id = SpiffeId::new("weft.local", "default", "bar").unwrap();
         let w = workload("bar", "bar-1", "127.0.0.1:4144");
-        let r = Registration { identity: id.clone(), service: "default/bar".into(), workload: w, inbound: "127.0.0.1:4144".parse().unwrap() };
+        let r = Registration {
+            identity: id.clone(),
+            service: "default/bar".into(),
+            workload: w,
+            inbound: "127.0.0.1:4144".parse().unwrap(),
+        };
         reg.connect(r, 1, 100, false).unwrap();
-        let endpoints = |reg: &Registry| match &Snapshot::build(1, &mesh, reg.iter()).resources(types::ENDPOINTS).unwrap()["default/bar"].body {
+        let endpoints = |reg: &Registry| match &Snapshot::build(1, &mesh, reg.iter())
+            .resources(types::ENDPOINTS)
+            .unwrap()["default/bar"]
+            .body
+        {
             Some(pb::resource::Body::Endpoints(e)) => e.endpoints.len(),
             _ => panic!(),
         };
@@ -709,7 +732,12 @@ mod tests {
             let id = SpiffeId::new("weft.local", ns, "bar").unwrap();
             let mut w = workload("bar", "b", addr);
             w.namespace = ns.into();
-            let r = Registration { identity: id.clone(), service: format!("{ns}/bar"), workload: w, inbound: addr.parse().unwrap() };
+            let r = Registration {
+                identity: id.clone(),
+                service: format!("{ns}/bar"),
+                workload: w,
+                inbound: addr.parse().unwrap(),
+            };
             reg.connect(r, 1, 100, false).unwrap();
             reg.set_ready(&id, "b", 1);
         }
@@ -733,7 +761,12 @@ mod tests {
             let mut w = workload(sa, sa, addr);
             w.transparent = transparent;
             w.app_ports = ports.to_vec();
-            let r = Registration { identity: id.clone(), service: format!("default/{sa}"), workload: w, inbound: addr.parse().unwrap() };
+            let r = Registration {
+                identity: id.clone(),
+                service: format!("default/{sa}"),
+                workload: w,
+                inbound: addr.parse().unwrap(),
+            };
             let admitted = reg.connect(r, session, 100, false);
             reg.set_ready(&id, sa, session);
             admitted

@@ -158,10 +158,8 @@ impl Registry {
                 (self.next_seq, BTreeSet::new(), false)
             }
         };
-        let changed = self
-            .records
-            .get(&key)
-            .is_none_or(|r| r.workload != workload || r.inbound != inbound || r.ready != ready);
+        let changed =
+            self.records.get(&key).is_none_or(|r| r.workload != workload || r.inbound != inbound || r.ready != ready);
         self.records.insert(
             key,
             WorkloadRecord {

@@ -20,7 +20,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Answers `GET /app-probe/<rest>` (`rest` without the prefix).
 pub async fn answer(ctx: &ProxyContext, rest: &str, query: Option<&str>) -> http::Response<AdminBody> {
     let Some(probe) = requested(rest, query).filter(|p| ctx.cfg.app_probes.contains(p)) else {
-        return admin::text(StatusCode::NOT_FOUND, "no such probe (the proxy serves only the probes given with --app-probe)\n");
+        return admin::text(
+            StatusCode::NOT_FOUND,
+            "no such probe (the proxy serves only the probes given with --app-probe)\n",
+        );
     };
     let ip = ctx.cfg.app.map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let outcome = tokio::time::timeout(PROBE_TIMEOUT, check(ctx, ip, &probe)).await.unwrap_or(Err("timed out".into()));
@@ -49,7 +52,9 @@ fn requested(rest: &str, query: Option<&str>) -> Option<AppProbe> {
 async fn check(ctx: &ProxyContext, ip: IpAddr, probe: &AppProbe) -> Result<StatusCode, String> {
     match probe {
         AppProbe::Tcp { port } => {
-            crate::tcp::connect(SocketAddr::new(ip, *port), ctx.cfg.connect_timeout).await.map_err(|e| e.to_string())?;
+            crate::tcp::connect(SocketAddr::new(ip, *port), ctx.cfg.connect_timeout)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(StatusCode::OK)
         }
         AppProbe::Http { port, path } => {

@@ -403,7 +403,8 @@ mod tests {
         };
         let problems = parse(&["other/baz=0.0.0.0:4141"]).validate().unwrap_err().join("\n");
         assert!(problems.contains("not a loopback address"), "{problems}");
-        let problems = parse(&["other/baz=0.0.0.0:4141", "--allow-remote-upstreams"]).validate().unwrap_err().join("\n");
+        let problems =
+            parse(&["other/baz=0.0.0.0:4141", "--allow-remote-upstreams"]).validate().unwrap_err().join("\n");
         assert!(!problems.contains("loopback"), "{problems}");
         let problems = parse(&["a/b/c=127.0.0.1:1"]).validate().unwrap_err().join("\n");
         assert!(problems.contains("a/b/c"), "{problems}");
@@ -411,7 +412,10 @@ mod tests {
 
     #[test]
     fn app_probes_parse() {
-        assert_eq!(AppProbe::parse("http:8080/healthz?x=1").unwrap(), AppProbe::Http { port: 8080, path: "/healthz?x=1".into() });
+        assert_eq!(
+            AppProbe::parse("http:8080/healthz?x=1").unwrap(),
+            AppProbe::Http { port: 8080, path: "/healthz?x=1".into() }
+        );
         assert_eq!(AppProbe::parse("tcp:5432").unwrap(), AppProbe::Tcp { port: 5432 });
         for bad in ["http:8080", "http:/x", "tcp:0", "udp:53", "http:80/a b"] {
             assert!(AppProbe::parse(bad).is_err(), "{bad}");

@@ -61,7 +61,11 @@ pub enum Outcome {
 /// is [`Outcome::Silent`] (None for a service declared HTTP, which is never opaque: garbage is
 /// then HTTP/1 for the HTTP server to refuse). `read`: how long the client may take to show what
 /// it speaks; past it the connection is refused (an error).
-pub async fn detect<T: AsyncRead + Unpin>(io: &mut T, first_byte: Option<Duration>, read: Duration) -> io::Result<Outcome> {
+pub async fn detect<T: AsyncRead + Unpin>(
+    io: &mut T,
+    first_byte: Option<Duration>,
+    read: Duration,
+) -> io::Result<Outcome> {
     let mut buf = Vec::with_capacity(H2_PREFACE.len());
     let start = tokio::time::Instant::now();
     let read_deadline = start + read;
@@ -82,7 +86,9 @@ pub async fn detect<T: AsyncRead + Unpin>(io: &mut T, first_byte: Option<Duratio
                     "the client did not show its protocol within the header read timeout",
                 ))
             }
-            Ok(Ok(0)) if buf.is_empty() && first_byte.is_some() => return Ok(Outcome::Known(Detected::Opaque, Bytes::new())),
+            Ok(Ok(0)) if buf.is_empty() && first_byte.is_some() => {
+                return Ok(Outcome::Known(Detected::Opaque, Bytes::new()))
+            }
             Ok(Ok(0)) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the client closed mid-request")),
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             Ok(Err(e)) => return Err(e),

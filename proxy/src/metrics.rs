@@ -67,7 +67,11 @@ impl ProxyMetrics {
                 "Endpoints ejected by outlier detection.",
                 &["service", "namespace"],
             ),
-            endpoints_ejected: r.gauge("weft_endpoints_ejected", "Endpoints currently ejected.", &["service", "namespace"]),
+            endpoints_ejected: r.gauge(
+                "weft_endpoints_ejected",
+                "Endpoints currently ejected.",
+                &["service", "namespace"],
+            ),
             tcp_open: r.gauge("weft_tcp_connections_open", "Open TCP connections.", &["direction"]),
             tcp_connections: r.counter(
                 "weft_tcp_connections_total",

@@ -191,6 +191,9 @@ mod tests {
         assert!(!watch.is_finished());
         drop(guard);
         let waited = watch.await.unwrap();
-        assert!(waited >= Duration::from_secs(300) + idle && waited <= Duration::from_secs(300) + idle * 2, "{waited:?}");
+        assert!(
+            waited >= Duration::from_secs(300) + idle && waited <= Duration::from_secs(300) + idle * 2,
+            "{waited:?}"
+        );
     }
 }

@@ -240,6 +240,21 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn a_refused_connect_is_tried_once_more() {
+        // A port nothing listens on, which starts listening a moment later (an app restarting).
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let listener = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+            let _ = l.accept().await;
+        });
+        connect(addr, Duration::from_secs(3)).await.unwrap();
+        listener.await.unwrap();
+    }
+
+    #[tokio::test]
     async fn preamble_round_trips_and_rejects_garbage() {
         let (mut a, mut b) = tokio::io::duplex(64);
         write_preamble(&mut a, 5432).await.unwrap();

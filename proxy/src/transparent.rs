@@ -71,12 +71,16 @@ pub async fn serve_outbound(ctx: Arc<ProxyContext>, listener: TcpListener) {
                 return;
             }
             match resolve(&ctx, dst).await {
-                Resolved::Mesh(target) => crate::outbound::serve(&ctx, stream, Arc::from(target), Some(dst.port())).await,
+                Resolved::Mesh(target) => {
+                    crate::outbound::serve(&ctx, stream, Arc::from(target), Some(dst.port())).await
+                }
                 Resolved::Outside => crate::outbound::passthrough(&ctx, stream, dst).await,
                 // A mesh destination is never reached in plaintext behind the mesh's back.
-                Resolved::NoEndpoints(service) => refuse(&ctx, "no-endpoints", || {
-                    format!("{dst} belongs to {service}, which has no endpoints; closing rather than passing it through")
-                }),
+                Resolved::NoEndpoints(service) => {
+                    refuse(&ctx, "no-endpoints", || {
+                        format!("{dst} belongs to {service}, which has no endpoints; closing rather than passing it through")
+                    })
+                }
             }
         });
     }
@@ -132,7 +136,9 @@ pub async fn inbound_plaintext(ctx: &Arc<ProxyContext>, stream: TcpStream, remot
         // HTTP callers that are merely not in an allow list are told so per request (403).
         Err(Refusal::Unauthorized) if policy.as_ref().is_some_and(|p| p.protocol != Protocol::Tcp) => {}
         Err(r) => {
-            weft_telemetry::log_limit::debug("inbound-refused", || format!("plaintext from {remote} refused: {}", r.reason()));
+            weft_telemetry::log_limit::debug("inbound-refused", || {
+                format!("plaintext from {remote} refused: {}", r.reason())
+            });
             ctx.metrics.proxy_errors.with(&["inbound", r.reason()]).inc();
             return;
         }
@@ -150,9 +156,12 @@ pub async fn inbound_plaintext(ctx: &Arc<ProxyContext>, stream: TcpStream, remot
     }
     let mut stream = stream;
     match framing {
-        Framing::Detect => match detect::detect(&mut stream, Some(ctx.cfg.detect_timeout), ctx.cfg.header_read_timeout).await {
+        Framing::Detect => match detect::detect(&mut stream, Some(ctx.cfg.detect_timeout), ctx.cfg.header_read_timeout)
+            .await
+        {
             Ok(Outcome::Known(Detected::Opaque, prefix)) => {
-                crate::inbound::tcp::serve_stream(ctx, Prefixed::new(prefix, stream), caller, app, Framing::Opaque).await
+                crate::inbound::tcp::serve_stream(ctx, Prefixed::new(prefix, stream), caller, app, Framing::Opaque)
+                    .await
             }
             Ok(Outcome::Known(d, prefix)) => {
                 crate::inbound::http::serve(ctx, Prefixed::new(prefix, stream), caller, app, d).await

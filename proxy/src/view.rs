@@ -255,8 +255,15 @@ fn compile_endpoints(set: &pb::EndpointSet) -> Result<Vec<Endpoint>, String> {
                 .iter()
                 .map(|ip| ip.parse::<IpAddr>().map_err(|_| format!("endpoint IP {ip:?} is not an IP")))
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(Endpoint::new(addr, identity, e.version.clone(), e.instance.clone(), app_ports, Protocol::from_pb(e.protocol))
-                .with_other_ips(other_ips))
+            Ok(Endpoint::new(
+                addr,
+                identity,
+                e.version.clone(),
+                e.instance.clone(),
+                app_ports,
+                Protocol::from_pb(e.protocol),
+            )
+            .with_other_ips(other_ips))
         })
         .collect()
 }

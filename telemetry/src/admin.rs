@@ -65,7 +65,8 @@ where
                 let handler = handler.clone();
                 async move {
                     let (parts, body) = req.into_parts();
-                    let collected = tokio::time::timeout(ADMIN_READ_TIMEOUT, Limited::new(body, MAX_ADMIN_BODY).collect());
+                    let collected =
+                        tokio::time::timeout(ADMIN_READ_TIMEOUT, Limited::new(body, MAX_ADMIN_BODY).collect());
                     let body = match collected.await {
                         Ok(Ok(b)) => b.to_bytes(),
                         Ok(Err(_)) => {

@@ -140,7 +140,10 @@ impl Topology {
         for w in &workloads {
             let token = dir.join(format!("{}.token", w.name));
             let id = SpiffeId::new(ca.trust_domain(), "default", w.service)?;
-            weft_certs::ca::write_secret(&token, ca.join_token(&id, Duration::from_secs(30 * 86400), None)?.0.as_bytes())?;
+            weft_certs::ca::write_secret(
+                &token,
+                ca.join_token(&id, Duration::from_secs(30 * 86400), None)?.0.as_bytes(),
+            )?;
             let mut app = Command::new(&demo);
             app.args(["--name", w.service, "--version", w.version, "--listen", &w.app.to_string()]);
             if let Some((_, up)) = w.upstream {

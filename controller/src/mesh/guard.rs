@@ -46,8 +46,10 @@ mod tests {
 
     #[test]
     fn ordinary_files_pass() {
-        check("trust_domain: weft.local\nservices:\n  bar: {split: [{version: v1, weight: 1}]}  # [[[\n  x: \"[[[[\"\n")
-            .unwrap();
+        check(
+            "trust_domain: weft.local\nservices:\n  bar: {split: [{version: v1, weight: 1}]}  # [[[\n  x: \"[[[[\"\n",
+        )
+        .unwrap();
     }
 
     #[test]

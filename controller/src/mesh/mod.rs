@@ -298,19 +298,22 @@ fn parse_service(
         p.add(path, "routes, retries and faults apply to HTTP; this service's protocol is tcp");
     }
     let key = key?;
-    Some((key.clone(), pb::ServicePolicy {
-        name: key.name().to_string(),
-        namespace,
-        protocol: protocol as i32,
-        vip: vip.unwrap_or_default(),
-        ports,
-        mtls: mtls as i32,
-        allow,
-        default_route: Some(defaults.into_policy()),
-        routes,
-        circuit_breaker: Some(circuit_breaker),
-        split,
-    }))
+    Some((
+        key.clone(),
+        pb::ServicePolicy {
+            name: key.name().to_string(),
+            namespace,
+            protocol: protocol as i32,
+            vip: vip.unwrap_or_default(),
+            ports,
+            mtls: mtls as i32,
+            allow,
+            default_route: Some(defaults.into_policy()),
+            routes,
+            circuit_breaker: Some(circuit_breaker),
+            split,
+        },
+    ))
 }
 
 /// The per-route policy fields; a route's absent fields fall back to the service's.

@@ -59,9 +59,10 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoEndpoints(_) | ProxyError::Overloaded(_) | ProxyError::ShuttingDown | ProxyError::NotReady => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoEndpoints(_)
+            | ProxyError::Overloaded(_)
+            | ProxyError::ShuttingDown
+            | ProxyError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UnknownService(_) => StatusCode::NOT_FOUND,
             ProxyError::Unauthorized => StatusCode::FORBIDDEN,
             ProxyError::DeadlineExceeded | ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,

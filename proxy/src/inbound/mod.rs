@@ -137,7 +137,9 @@ async fn connection(
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
-            weft_telemetry::log_limit::debug("inbound-tls", || format!("inbound TLS handshake with {remote} failed: {e}"));
+            weft_telemetry::log_limit::debug("inbound-tls", || {
+                format!("inbound TLS handshake with {remote} failed: {e}")
+            });
             ctx.metrics.proxy_errors.with(&["inbound", "tls-handshake"]).inc();
             return;
         }

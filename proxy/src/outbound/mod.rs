@@ -89,7 +89,8 @@ where
             tcp::proxy(ctx, &mut io, &target, Relay::Plain).await;
             return;
         }
-        Framing::Http | Framing::Detect => match detect::detect(&mut io, first_byte, ctx.cfg.header_read_timeout).await {
+        Framing::Http | Framing::Detect => match detect::detect(&mut io, first_byte, ctx.cfg.header_read_timeout).await
+        {
             Ok(Outcome::Known(Detected::Opaque, prefix)) => {
                 let mut io = Prefixed::new(prefix, io);
                 tcp::proxy(ctx, &mut io, &target, Relay::Plain).await;
@@ -119,9 +120,7 @@ where
 {
     let c = ctx.clone();
     match version {
-        Detected::Http2 => {
-            crate::serve::http2(ctx, io, move |req| http::handle(c.clone(), target.clone(), req)).await
-        }
+        Detected::Http2 => crate::serve::http2(ctx, io, move |req| http::handle(c.clone(), target.clone(), req)).await,
         _ => crate::serve::http1(ctx, io, move |req| http::handle(c.clone(), target.clone(), req)).await,
     }
 }

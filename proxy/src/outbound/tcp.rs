@@ -19,7 +19,12 @@ const CONNECT_ATTEMPTS: usize = 3;
 
 /// Relays `client` to the service. With [`Relay::Guarded`], a client that turns out to speak HTTP
 /// gets its held bytes back (`Some`) to be served as HTTP instead.
-pub async fn proxy<T>(ctx: &Arc<ProxyContext>, client: &mut T, target: &Target, mode: Relay) -> Option<(Detected, Bytes)>
+pub async fn proxy<T>(
+    ctx: &Arc<ProxyContext>,
+    client: &mut T,
+    target: &Target,
+    mode: Relay,
+) -> Option<(Detected, Bytes)>
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + ?Sized,
 {
@@ -48,13 +53,15 @@ where
         };
         let port = dst_port(target, &svc, &ep);
         let upstream: Result<Box<dyn Upstream>, SendError> = match &ep.identity {
-            Some(id) => match ctx.peers.connector().connect(ep.dial(target.endpoint.map(|a| a.ip())).0, id, Alpn::Tcp).await {
-                Ok(mut tls) => match crate::tcp::write_preamble(&mut tls, port).await {
-                    Ok(()) => Ok(Box::new(tls)),
-                    Err(e) => Err(SendError::Connect(e.to_string())),
-                },
-                Err(e) => Err(e),
-            },
+            Some(id) => {
+                match ctx.peers.connector().connect(ep.dial(target.endpoint.map(|a| a.ip())).0, id, Alpn::Tcp).await {
+                    Ok(mut tls) => match crate::tcp::write_preamble(&mut tls, port).await {
+                        Ok(()) => Ok(Box::new(tls)),
+                        Err(e) => Err(SendError::Connect(e.to_string())),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
             None => crate::tcp::connect(ep.addr, ctx.cfg.connect_timeout)
                 .await
                 .map(|s| Box::new(s) as Box<dyn Upstream>)

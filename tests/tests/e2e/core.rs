@@ -226,7 +226,10 @@ fn a_token_for_foo_cannot_obtain_a_certificate_for_bar() {
     let status = p.proc.wait_exit(Duration::from_secs(10)).expect("the proxy exits");
     assert!(!status.success());
     let logs = p.proc.logs();
-    assert!(logs.contains("join token refused") && logs.contains("is for spiffe://weft.local/ns/default/sa/foo"), "{logs}");
+    assert!(
+        logs.contains("join token refused") && logs.contains("is for spiffe://weft.local/ns/default/sa/foo"),
+        "{logs}"
+    );
 }
 
 #[test]

@@ -196,6 +196,8 @@ services:
     }
     assert!(bad.requests() > before + 10, "it came back: {} requests", bad.requests() - before);
     assert_eq!(metric(&foo.metrics(), "weft_endpoint_ejections_total", &[("service", "bar")]), 1.0);
+    // The gauge follows: nothing is ejected any more.
+    assert_eq!(metric(&foo.metrics(), "weft_endpoints_ejected", &[("service", "bar")]), 0.0);
 }
 
 #[test]

@@ -53,18 +53,20 @@ fn a_service_of_the_same_name_in_another_namespace_gets_none_of_its_traffic() {
     assert_eq!(r.json()["app"], "bar-evil");
     assert_eq!(r.json()["client_id"], FOO_ID);
     let fm = foo.metrics();
-    let sent = |ns| {
-        metric(&fm, "weft_requests_total", &[("direction", "outbound"), ("service", "bar"), ("namespace", ns)])
-    };
+    let sent =
+        |ns| metric(&fm, "weft_requests_total", &[("direction", "outbound"), ("service", "bar"), ("namespace", ns)]);
     assert_eq!((sent("default"), sent("evil")), (40.0, 1.0), "{fm}");
 }
 
 // 2. Registrations claim any address.
 #[test]
 fn a_registration_claims_only_its_own_address_and_never_another_workloads_port() {
-    let (m, bar_app, foo, _bar) = foo_and_bar("claims", "trust_domain: weft.local\nservices:\n  foo: {}\n  bar: {}\n", &[]);
+    let (m, bar_app, foo, _bar) =
+        foo_and_bar("claims", "trust_domain: weft.local\nservices:\n  foo: {}\n  bar: {}\n", &[]);
     // Another host's address: never registered, and /ready says why.
-    let liar = m.proxy_unready(ProxyOpts::new("liar").app("127.0.0.1:9".parse().unwrap()).arg("--advertise-addr").arg("127.0.0.2:4143"));
+    let liar = m.proxy_unready(
+        ProxyOpts::new("liar").app("127.0.0.1:9".parse().unwrap()).arg("--advertise-addr").arg("127.0.0.2:4143"),
+    );
     eventually("the address claim is refused", Duration::from_secs(15), || {
         ready_body(&liar).1.contains("registers the address it connects from")
     });
@@ -210,8 +212,11 @@ fn an_expired_token_stops_the_proxy_with_the_reason() {
 // 5. Smuggled identity.
 #[test]
 fn the_app_sees_only_the_verified_caller_however_the_request_arrives() {
-    let (m, bar_app, foo, bar) =
-        foo_and_bar("smuggle", "trust_domain: weft.local\nservices:\n  foo: {}\n  bar: {}\n", &["--header-read-timeout", "3s"]);
+    let (m, bar_app, foo, bar) = foo_and_bar(
+        "smuggle",
+        "trust_domain: weft.local\nservices:\n  foo: {}\n  bar: {}\n",
+        &["--header-read-timeout", "3s"],
+    );
     let up = foo.upstream("bar");
     let forged = "spiffe://weft.local/ns/default/sa/admin";
     // An underscore spelling, which CGI, WSGI and Rack read as the same header.
@@ -223,8 +228,10 @@ fn the_app_sees_only_the_verified_caller_however_the_request_arrives() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"G").unwrap();
     std::thread::sleep(Duration::from_millis(1200));
-    s.write_all(format!("ET /slow HTTP/1.1\r\nHost: bar\r\nConnection: close\r\nx-weft-client-id: {forged}\r\n\r\n").as_bytes())
-        .unwrap();
+    s.write_all(
+        format!("ET /slow HTTP/1.1\r\nHost: bar\r\nConnection: close\r\nx-weft-client-id: {forged}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.1 200") && out.contains(FOO_ID) && !out.contains(forged), "{out}");
@@ -232,8 +239,11 @@ fn the_app_sees_only_the_verified_caller_however_the_request_arrives() {
     let mut s = TcpStream::connect(up).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     std::thread::sleep(Duration::from_millis(1200));
-    s.write_all(format!("GET /late HTTP/1.1\r\nHost: bar\r\nConnection: close\r\nx-weft-client-id: {forged}\r\n\r\n").as_bytes())
-        .unwrap();
+    s.write_all(
+        format!("GET /late HTTP/1.1\r\nHost: bar\r\nConnection: close\r\nx-weft-client-id: {forged}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.1 200") && out.contains(FOO_ID) && !out.contains(forged), "{out}");
@@ -284,7 +294,8 @@ fn the_app_sees_only_the_verified_caller_however_the_request_arrives() {
 
     // A hostile app forging the proxy's response headers: only a proxy may set them.
     bar_app.set(|b| {
-        b.response_headers = vec![("x-weft-proxy-error".into(), "forged".into()), ("x-weft-overloaded".into(), "true".into())]
+        b.response_headers =
+            vec![("x-weft-proxy-error".into(), "forged".into()), ("x-weft-overloaded".into(), "true".into())]
     });
     let r = Client::new().get(up, "/");
     assert_eq!(r.status, 200);
@@ -294,7 +305,8 @@ fn the_app_sees_only_the_verified_caller_however_the_request_arrives() {
 // 8. Deadline overflow.
 #[test]
 fn a_deadline_past_a_day_is_served_as_a_day() {
-    let (_m, _bar_app, foo, _bar) = foo_and_bar("overflow", "trust_domain: weft.local\nservices:\n  foo: {}\n  bar: {}\n", &[]);
+    let (_m, _bar_app, foo, _bar) =
+        foo_and_bar("overflow", "trust_domain: weft.local\nservices:\n  foo: {}\n  bar: {}\n", &[]);
     let c = Client::new();
     for (h, v) in [
         ("x-weft-deadline-ms", "9223372036854775807"),
@@ -313,7 +325,8 @@ fn a_deadline_past_a_day_is_served_as_a_day() {
 // 9. A malformed client body is the client's fault.
 #[test]
 fn a_malformed_body_from_the_client_is_a_400_and_never_ejects_the_endpoint() {
-    let (_m, bar_app, foo, _bar) = foo_and_bar("bad-body", "trust_domain: weft.local\nservices:\n  foo: {}\n  bar: {}\n", &[]);
+    let (_m, bar_app, foo, _bar) =
+        foo_and_bar("bad-body", "trust_domain: weft.local\nservices:\n  foo: {}\n  bar: {}\n", &[]);
     for _ in 0..12 {
         let r = raw_exchange(
             foo.upstream("bar"),
@@ -336,7 +349,12 @@ fn inbound_connections_and_requests_are_bounded() {
     let m = Mesh::start("limits", "trust_domain: weft.local\nservices:\n  foo: {}\n  bar: {}\n");
     let bar_app = HttpApp::start("bar", Behaviour { latency: Duration::from_millis(1500), ..Default::default() });
     let bar = m.proxy(
-        ProxyOpts::new("bar").app(bar_app.addr).arg("--max-inbound-requests").arg("150").arg("--header-read-timeout").arg("2s"),
+        ProxyOpts::new("bar")
+            .app(bar_app.addr)
+            .arg("--max-inbound-requests")
+            .arg("150")
+            .arg("--header-read-timeout")
+            .arg("2s"),
     );
     let inbound: SocketAddr = format!("127.0.0.1:{}", bar.inbound).parse().unwrap();
     let foo_cert = identity(&m.ca_dir, "default", "foo");
@@ -387,7 +405,9 @@ fn inbound_connections_and_requests_are_bounded() {
     let overloaded = statuses.iter().filter(|(s, o)| *s == 503 && *o).count();
     let ok = statuses.iter().filter(|(s, _)| *s == 200).count();
     assert!(overloaded > 0 && ok > 0 && ok + overloaded == 500, "ok {ok}, overloaded {overloaded}: {statuses:?}");
-    assert!(metric(&bar.metrics(), "weft_proxy_errors_total", &[("direction", "inbound"), ("reason", "overloaded")]) > 0.0);
+    assert!(
+        metric(&bar.metrics(), "weft_proxy_errors_total", &[("direction", "inbound"), ("reason", "overloaded")]) > 0.0
+    );
 }
 
 // 11. The controller before authentication.
@@ -438,7 +458,8 @@ fn the_controller_bounds_what_unauthenticated_clients_can_hold() {
                 continue;
             };
             tokio::spawn(conn);
-            let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>(4);
+            let (tx, rx) =
+                tokio::sync::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>(4);
             let mut frame = vec![0u8, 0, 16, 0, 0]; // gRPC frame header: a 1 MiB message...
             frame.extend(std::iter::repeat_n(7u8, 512 * 1024)); // ...of which half is sent
             let _ = tx.send(Ok(hyper::body::Frame::data(bytes::Bytes::from(frame)))).await;
@@ -461,7 +482,8 @@ fn the_controller_bounds_what_unauthenticated_clients_can_hold() {
 // 12. Admin ports (loopback part; remote callers are refused in the namespace tests).
 #[test]
 fn slow_admin_connections_cannot_starve_the_proxy() {
-    let (_m, _bar_app, foo, bar) = foo_and_bar("admin-cap", "trust_domain: weft.local\nservices:\n  foo: {}\n  bar: {}\n", &[]);
+    let (_m, _bar_app, foo, bar) =
+        foo_and_bar("admin-cap", "trust_domain: weft.local\nservices:\n  foo: {}\n  bar: {}\n", &[]);
     let admin: SocketAddr = format!("127.0.0.1:{}", bar.admin).parse().unwrap();
     let mut idle = Vec::new();
     for _ in 0..60 {
@@ -502,7 +524,8 @@ fn a_huge_or_deeply_nested_mesh_edit_is_rejected_at_once_and_the_config_stays() 
     let started = Instant::now();
     m.write_mesh(&deep);
     eventually("the deep file is rejected", Duration::from_secs(5), || rejected() >= 1.0);
-    let huge = format!("trust_domain: weft.local\nservices:\n  bar: {{allow: []}}\n# {}\n", "x".repeat(2 * 1024 * 1024));
+    let huge =
+        format!("trust_domain: weft.local\nservices:\n  bar: {{allow: []}}\n# {}\n", "x".repeat(2 * 1024 * 1024));
     m.write_mesh(&huge);
     eventually("the huge file is rejected", Duration::from_secs(5), || rejected() >= 2.0);
     assert!(started.elapsed() < Duration::from_secs(8));
@@ -532,7 +555,14 @@ fn a_controller_at_an_ipv6_literal_is_reachable() {
         .arg(m.ca_dir.join("ca.crt"))
         .arg("--token-file")
         .arg(&token)
-        .args(["--service", "bar", "--app", "127.0.0.1:9", "--inbound", &format!("[::1]:{}", weft_tests::harness::free_port())])
+        .args([
+            "--service",
+            "bar",
+            "--app",
+            "127.0.0.1:9",
+            "--inbound",
+            &format!("[::1]:{}", weft_tests::harness::free_port()),
+        ])
         .args(["--admin", &format!("127.0.0.1:{padmin}")]);
     let _p = weft_tests::harness::Proc::spawn("weft-proxy-v6", cmd, m.dir.path().join("proxy-v6.log"));
     weft_tests::harness::wait_http_ok(&format!("http://127.0.0.1:{padmin}/ready"), Duration::from_secs(20)).unwrap();
@@ -575,11 +605,12 @@ fn refusals_are_logged_at_a_bounded_rate() {
     rt().block_on(async {
         for _ in 0..60 {
             let Ok(tls) = mtls(grpc, &m.ca_dir, None, b"h2").await else { continue };
-            let Ok((mut send, conn)) = hyper::client::conn::http2::handshake::<_, _, http_body_util::Full<bytes::Bytes>>(
-                hyper_util::rt::TokioExecutor::new(),
-                hyper_util::rt::TokioIo::new(tls),
-            )
-            .await
+            let Ok((mut send, conn)) =
+                hyper::client::conn::http2::handshake::<_, _, http_body_util::Full<bytes::Bytes>>(
+                    hyper_util::rt::TokioExecutor::new(),
+                    hyper_util::rt::TokioIo::new(tls),
+                )
+                .await
             else {
                 continue;
             };
@@ -607,4 +638,71 @@ fn refusals_are_logged_at_a_bounded_rate() {
     let logs = m.controller.as_ref().unwrap().logs();
     let lines = logs.lines().filter(|l| l.contains("refused")).count();
     assert!(lines <= 12, "{lines} refusal lines for 60 refusals:\n{logs}");
+}
+
+#[test]
+fn an_upgrade_request_honours_its_deadline() {
+    let m = Mesh::start("upgrade-deadline", "trust_domain: weft.local\nservices:\n  foo: {}\n  bar: {}\n");
+    // An app that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _bar = m.proxy(ProxyOpts::new("bar").app(silent.local_addr().unwrap()));
+    let foo = m.proxy(ProxyOpts::client("foo").upstream("bar"));
+    foo.wait_endpoints("bar", 1, Duration::from_secs(10));
+    let started = Instant::now();
+    let mut s = TcpStream::connect(foo.upstream("bar")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /chat HTTP/1.1\r\nHost: bar\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nx-weft-deadline-ms: 500\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 504");
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    drop(silent);
+}
+
+#[test]
+fn a_burst_that_fills_the_apps_accept_queue_rides_out_one_lost_syn() {
+    let m = Mesh::start("syn-burst", "trust_domain: weft.local\nservices:\n  foo: {}\n  bar: {}\n");
+    // An app with an accept queue of one that stalls for 800 ms, as a busy app does under a burst:
+    // the kernel drops the SYNs it cannot queue and the clients resend them after a second.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    sock.listen(1).unwrap();
+    let app_addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let listener: std::net::TcpListener = sock.into();
+    let _bar = m.proxy(ProxyOpts::new("bar").app(app_addr));
+    let foo = m.proxy(ProxyOpts::client("foo").upstream("bar"));
+    foo.wait_endpoints("bar", 1, Duration::from_secs(10));
+    // Four requests: two connections fit the queue, the other two SYNs are dropped and resent.
+    const N: usize = 4;
+    let server = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        for _ in 0..N {
+            let Ok((mut s, _)) = listener.accept() else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            });
+        }
+    });
+    let up = foo.upstream("bar");
+    let statuses: Vec<u16> = rt().block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..N {
+            tasks.spawn(async move {
+                weft_tests::apps::client_request(up, "GET", "/", vec![], bytes::Bytes::new())
+                    .await
+                    .map(|r| r.status)
+                    .unwrap_or(0)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(s) = tasks.join_next().await {
+            out.push(s.unwrap());
+        }
+        out
+    });
+    server.join().unwrap();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 }

@@ -273,7 +273,13 @@ fn outside_pod(lab: &mut Lab, n: u8) -> String {
         &x,
         "x-app",
         None,
-        &[bin("weft-demo").display().to_string(), "--name".into(), "outside".into(), "--listen".into(), "0.0.0.0:9090".into()],
+        &[
+            bin("weft-demo").display().to_string(),
+            "--name".into(),
+            "outside".into(),
+            "--listen".into(),
+            "0.0.0.0:9090".into(),
+        ],
     );
     x
 }
@@ -300,7 +306,9 @@ fn edit(mesh_file: &std::path::Path, yaml: &str) {
 #[test]
 fn authorization_never_fails_open_for_plaintext_callers() {
     let mut lab = Lab::new("authz");
-    let allow = |list: &str| format!("trust_domain: weft.local\nservices:\n  foo: {{}}\n  bar: {{mtls: permissive, allow: {list}}}\n");
+    let allow = |list: &str| {
+        format!("trust_domain: weft.local\nservices:\n  foo: {{}}\n  bar: {{mtls: permissive, allow: {list}}}\n")
+    };
     let (ca, mesh_file) = controller(&mut lab, &allow("[foo]"));
     let a = meshed_pod(&mut lab, &ca, "a", "foo", 41);
     let _b = meshed_pod(&mut lab, &ca, "b", "bar", 42);
@@ -415,9 +423,10 @@ fn init_refuses_to_leave_ipv6_open_and_a_dry_run_touches_nothing() {
     let ns = lab.pod("p", 82);
     let only_v4 = lab.dir.path().join("only-v4");
     std::fs::create_dir_all(&only_v4).unwrap();
-    let real = String::from_utf8_lossy(&Command::new("sh").args(["-c", "command -v iptables"]).output().unwrap().stdout)
-        .trim()
-        .to_string();
+    let real =
+        String::from_utf8_lossy(&Command::new("sh").args(["-c", "command -v iptables"]).output().unwrap().stdout)
+            .trim()
+            .to_string();
     std::os::unix::fs::symlink(std::fs::canonicalize(&real).unwrap(), only_v4.join("iptables")).unwrap();
     let path = format!("PATH={}", only_v4.display());
     let out = lab.exec(&ns, &["env", &path, &proxy, "init", "--iptables-mode", "auto"]);
