@@ -38,7 +38,35 @@ pub struct ProxyContext {
     pub readiness: Readiness,
     pub drain: Drain,
     /// Requests from peers in progress, bounded by `--max-inbound-requests`.
-    pub inbound_requests: tokio::sync::Semaphore,
+    pub inbound_requests: ConcurrencyLimit,
+}
+
+/// A bound on things in progress that never waits: past it, the caller is refused at once. (A
+/// semaphore would do, but releasing one takes a lock on every request.)
+pub struct ConcurrencyLimit {
+    max: usize,
+    current: std::sync::atomic::AtomicUsize,
+}
+
+/// One slot of a [`ConcurrencyLimit`], given back when dropped.
+pub struct Slot<'a>(&'a ConcurrencyLimit);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.current.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ConcurrencyLimit {
+    pub fn new(max: usize) -> Self {
+        Self { max, current: Default::default() }
+    }
+
+    /// A slot, or None when `max` are taken.
+    pub fn try_enter(&self) -> Option<Slot<'_>> {
+        self.current.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1)).ok()?;
+        Some(Slot(self))
+    }
 }
 
 impl ProxyContext {
@@ -233,7 +261,7 @@ pub fn test_context() -> Arc<ProxyContext> {
         view_changed: tokio::sync::Notify::new(),
         readiness: Readiness::default(),
         drain: Drain::default(),
-        inbound_requests: tokio::sync::Semaphore::new(cfg.max_inbound_requests),
+        inbound_requests: ConcurrencyLimit::new(cfg.max_inbound_requests),
         cfg,
     })
 }

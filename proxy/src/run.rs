@@ -101,7 +101,7 @@ pub fn run(cfg: ProxyConfig, log: LogLevel) -> anyhow::Result<()> {
         metrics: ProxyMetrics::new(),
         readiness: Readiness::default(),
         drain: Drain::default(),
-        inbound_requests: tokio::sync::Semaphore::new(cfg.max_inbound_requests),
+        inbound_requests: crate::context::ConcurrencyLimit::new(cfg.max_inbound_requests),
         subscribe: subscribe_tx,
         trust_domain,
         identity,

@@ -75,6 +75,14 @@ pub async fn run(ctx: Arc<ProxyContext>, expiry: watch::Sender<i64>, fatal: mpsc
     }
 }
 
+/// Whether an issued chain is for exactly the identity asked.
+fn check_issued(chain: &[CertificateDer<'_>], asked: &SpiffeId) -> anyhow::Result<()> {
+    let leaf = chain.first().ok_or_else(|| anyhow::anyhow!("the controller sent an empty certificate chain"))?;
+    let issued = weft_certs::x509::spiffe_id(leaf)?;
+    anyhow::ensure!(&issued == asked, "the controller issued {issued} instead of {asked}; not installed");
+    Ok(())
+}
+
 fn unix_now() -> i64 {
     crate::http::deadline::unix_now_ms() / 1000
 }
@@ -115,13 +123,7 @@ async fn certify(ctx: &ProxyContext, use_token: bool) -> Result<i64, CertifyErro
         .into_inner();
     let chain: Vec<CertificateDer<'static>> = resp.cert_chain_der.into_iter().map(CertificateDer::from).collect();
     // The identity is checked before the certificate is put in use.
-    let issued = chain
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("the controller sent an empty certificate chain"))
-        .and_then(|leaf| weft_certs::x509::spiffe_id(leaf).map_err(anyhow::Error::from))?;
-    if issued != id {
-        return Err(anyhow::anyhow!("the controller issued {issued} instead of {id}; not installed").into());
-    }
+    check_issued(&chain, &id)?;
     let installed = ctx.identity.install(chain, PrivateKeyDer::Pkcs8(key)).map_err(anyhow::Error::msg)?;
     if !resp.trust_bundle_der.is_empty() {
         let bundle = resp.trust_bundle_der.into_iter().map(CertificateDer::from).collect();
@@ -130,4 +132,23 @@ async fn certify(ctx: &ProxyContext, use_token: bool) -> Result<i64, CertifyErro
         }
     }
     Ok(installed.not_after_unix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_for_another_identity_is_not_installed() {
+        let dir = std::env::temp_dir().join(format!("weft-issued-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = weft_certs::CertificateAuthority::init(&dir, "weft.local").unwrap();
+        let foo = SpiffeId::new("weft.local", "default", "foo").unwrap();
+        let bar = SpiffeId::new("weft.local", "default", "bar").unwrap();
+        let issued = ca.issue_direct(&bar, Duration::from_secs(60)).unwrap();
+        assert!(check_issued(&issued.chain, &bar).is_ok());
+        let err = check_issued(&issued.chain, &foo).unwrap_err().to_string();
+        assert!(err.contains("instead of"), "{err}");
+        assert!(check_issued(&[], &foo).is_err());
+    }
 }

@@ -87,7 +87,7 @@ async fn forward(
         Refusal::NotReady => ProxyError::NotReady,
         Refusal::PlaintextRefused | Refusal::Unauthorized => ProxyError::Unauthorized,
     })?;
-    let Ok(_permit) = ctx.inbound_requests.try_acquire() else {
+    let Some(_slot) = ctx.inbound_requests.try_enter() else {
         return Err(ProxyError::Overloaded("inbound-requests"));
     };
     // Only an authenticated mesh peer's budget is trusted and enforced.
