@@ -39,6 +39,8 @@ pub struct ProxyContext {
     pub drain: Drain,
     /// Requests from peers in progress, bounded by `--max-inbound-requests`.
     pub inbound_requests: ConcurrencyLimit,
+    /// The own service's policy from the current view.
+    pub own_policy: arc_swap::ArcSwapOption<crate::policy::Policy>,
 }
 
 /// A bound on things in progress that never waits: past it, the caller is refused at once. (A
@@ -77,8 +79,14 @@ impl ProxyContext {
 
     /// Installs a new config snapshot (one atomic swap; in-flight requests keep the old one).
     pub fn set_view(&self, view: MeshView) {
+        self.own_policy.store(view.service(&self.cfg.own_service).and_then(|s| s.policy.clone()));
         self.view.store(Arc::new(view));
         self.view_changed.notify_waiters();
+    }
+
+    /// This workload's own policy, if held (looked up once per config update, not per request).
+    pub fn own_policy(&self) -> Option<Arc<crate::policy::Policy>> {
+        self.own_policy.load_full()
     }
 
     /// Asks the controller for a service's policy and endpoints (once).
@@ -262,6 +270,7 @@ pub fn test_context() -> Arc<ProxyContext> {
         readiness: Readiness::default(),
         drain: Drain::default(),
         inbound_requests: ConcurrencyLimit::new(cfg.max_inbound_requests),
+        own_policy: Default::default(),
         cfg,
     })
 }

@@ -102,6 +102,7 @@ pub fn run(cfg: ProxyConfig, log: LogLevel) -> anyhow::Result<()> {
         readiness: Readiness::default(),
         drain: Drain::default(),
         inbound_requests: crate::context::ConcurrencyLimit::new(cfg.max_inbound_requests),
+        own_policy: Default::default(),
         subscribe: subscribe_tx,
         trust_domain,
         identity,

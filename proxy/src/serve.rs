@@ -137,9 +137,10 @@ async fn idle_for(activity: &Activity, idle: Duration) {
 }
 
 /// Drives a connection to its end; when the drain starts, or (HTTP/2) it sat idle past the idle
-/// timeout, asks it to finish gracefully first.
+/// timeout, asks it to finish gracefully first. Both are watched on a task of their own: polled
+/// beside the connection, their timers would be polled again on every read and write.
 async fn until_done<C>(
-    ctx: &ProxyContext,
+    ctx: &Arc<ProxyContext>,
     conn: C,
     activity: Option<Arc<Activity>>,
     graceful_shutdown: impl FnOnce(std::pin::Pin<&mut C>),
@@ -147,23 +148,31 @@ async fn until_done<C>(
     C: Future<Output = Result<(), hyper::Error>>,
 {
     tokio::pin!(conn);
-    let idle = async {
-        match &activity {
-            Some(a) => idle_for(a, ctx.cfg.idle_timeout).await,
-            None => std::future::pending().await,
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let watchdog = tokio::spawn({
+        let (drain, idle) = (ctx.drain.signal(), ctx.cfg.idle_timeout);
+        async move {
+            let idle = async {
+                match &activity {
+                    Some(a) => idle_for(a, idle).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = drained(drain) => {}
+                _ = idle => {}
+            }
+            let _ = stop_tx.send(());
         }
-    };
+    });
     let result = tokio::select! {
         res = conn.as_mut() => res,
-        _ = drained(ctx.drain.signal()) => {
-            graceful_shutdown(conn.as_mut());
-            conn.await
-        }
-        _ = idle => {
+        Ok(()) = stop_rx => {
             graceful_shutdown(conn.as_mut());
             conn.await
         }
     };
+    watchdog.abort();
     if let Err(e) = result {
         tracing::debug!("connection ended: {e}");
     }

@@ -37,7 +37,7 @@ pub fn authorize(policy: Option<&Policy>, identity: Option<&str>) -> Result<(), 
     let policy = policy.ok_or(Refusal::NotReady)?;
     match (identity, &policy.allow) {
         (Some(_), None) => Ok(()),
-        (Some(id), Some(allowed)) if allowed.contains(id) => Ok(()),
+        (Some(id), Some(allowed)) if allowed.iter().any(|a| a == id) => Ok(()),
         (Some(_), Some(_)) => Err(Refusal::Unauthorized),
         (None, _) if policy.mtls_strict => Err(Refusal::PlaintextRefused),
         (None, None) => Ok(()),

@@ -79,7 +79,7 @@ pub fn port_allowed(ctx: &ProxyContext, port: u16) -> bool {
 
 /// This service's own policy, if held.
 pub fn own_policy(ctx: &ProxyContext) -> Option<Arc<crate::policy::Policy>> {
-    ctx.view().service(&ctx.cfg.own_service).and_then(|s| s.policy.clone())
+    ctx.own_policy()
 }
 
 /// Accepts inbound connections until the drain starts.
