@@ -51,7 +51,19 @@ impl Lab {
         let switch = format!("{prefix}-sw");
         let mut lab = Self { prefix, switch: switch.clone(), namespaces: vec![] };
         lab.add_ns(&switch)?;
-        run_ok(Command::new("ip").args(["-n", &switch, "link", "add", "br0", "type", "bridge"]))?;
+        // A fixed MAC: a bridge without one takes its lowest port's, so adding a pod could change
+        // the switch's MAC under the pods' ARP caches.
+        run_ok(Command::new("ip").args([
+            "-n",
+            &switch,
+            "link",
+            "add",
+            "br0",
+            "address",
+            "02:00:c6:12:00:01",
+            "type",
+            "bridge",
+        ]))?;
         run_ok(Command::new("ip").args(["-n", &switch, "addr", "add", &format!("{SWITCH_IP}/24"), "dev", "br0"]))?;
         run_ok(Command::new("ip").args(["-n", &switch, "link", "set", "br0", "up"]))?;
         Ok(lab)

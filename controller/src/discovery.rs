@@ -395,7 +395,13 @@ async fn run_session(
         let responses = tokio::select! {
             msg = inbound.message() => {
                 let req = match msg {
-                    Ok(Some(req)) => req,
+                    Ok(Some(req)) => {
+                        tracing::debug!(
+                            session, type_url = %req.type_url, nonce = %req.response_nonce, subscribe = ?req.subscribe,
+                            "discovery request"
+                        );
+                        req
+                    }
                     Ok(None) => return,
                     Err(e) => {
                         tracing::debug!(session, "discovery stream ended: {e}");
@@ -435,6 +441,7 @@ async fn run_session(
                     }
                     Outcome::Stale => continue,
                     Outcome::Subscribed => {
+                        tracing::debug!(session, subscribe = ?req.subscribe, "subscription changed");
                         let snap = snaps.borrow().clone();
                         push(ss, &snap, !holddown_over)
                     }

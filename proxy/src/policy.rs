@@ -292,7 +292,6 @@ impl Policy {
             split: src.split.iter().map(|s| (s.version.clone(), s.weight)).collect(),
         })
     }
-
 }
 
 #[cfg(test)]

@@ -69,7 +69,9 @@ impl Lab {
             etc_dirs: vec![],
         };
         lab.add_ns(&switch);
-        must(&["ip", "-n", &switch, "link", "add", "br0", "type", "bridge"]);
+        // A fixed MAC: a bridge without one takes its lowest port's, so adding a pod could change
+        // the switch's MAC under the pods' ARP caches and cut them off from it for seconds.
+        must(&["ip", "-n", &switch, "link", "add", "br0", "address", "02:00:c6:12:00:01", "type", "bridge"]);
         must(&["ip", "-n", &switch, "addr", "add", &format!("{SWITCH_IP}/24"), "dev", "br0"]);
         must(&["ip", "-n", &switch, "link", "set", "br0", "up"]);
         lab

@@ -158,6 +158,7 @@ async fn session(
                 tx.send(reply).await?;
             }
             Some(name) = subscriptions.recv() => {
+                tracing::debug!(service = %name, "subscribing");
                 tx.send(pb::DiscoveryRequest { subscribe: vec![name], ..Default::default() }).await?;
             }
             res = leaving.changed(), if !announced => {
@@ -179,6 +180,11 @@ async fn session(
 
 /// Applies one response and returns its ACK or NACK.
 pub fn apply(ctx: &ProxyContext, resp: &pb::DiscoveryResponse) -> pb::DiscoveryRequest {
+    tracing::debug!(
+        type_url = %resp.type_url, nonce = %resp.nonce,
+        resources = ?resp.resources.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), removed = ?resp.removed,
+        "discovery response"
+    );
     let (next, rejected) = ctx.view().apply(resp);
     let accepted_version = next.accepted.get(&resp.type_url).cloned().unwrap_or_default();
     ctx.set_view(next);
