@@ -37,8 +37,12 @@ pub struct PodFacts<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     Inject,
-    /// Left alone; the reason is reported (stderr, or the webhook's warning).
+    /// Injection was asked for (or may have been) but cannot be done: the reason is reported
+    /// (stderr, or a warning from the webhook).
     Skip(String),
+    /// Nobody asked for a sidecar (or the pod or its namespace refused one). The command line
+    /// says so; the webhook stays quiet, since it sees every pod of every namespace.
+    NotRequested(String),
     /// Already has the sidecar: left alone, so injecting twice changes nothing.
     AlreadyInjected,
 }
@@ -49,12 +53,14 @@ pub fn decide(pod: PodFacts<'_>, namespace: NamespaceInfo<'_>, opt_in: OptIn) ->
     }
     if let Some(ns) = pod.namespace {
         if ns == names::KUBE_SYSTEM || ns == names::MESH_NAMESPACE {
-            return Decision::Skip(format!("pods in namespace {ns} are never injected"));
+            return Decision::NotRequested(format!("pods in namespace {ns} are never injected"));
         }
     }
     let pod_says = pod.annotations.get(names::INJECT).map(String::as_str);
     match pod_says {
-        Some("disabled") => return Decision::Skip(format!("the pod is annotated {}: disabled", names::INJECT)),
+        Some("disabled") => {
+            return Decision::NotRequested(format!("the pod is annotated {}: disabled", names::INJECT))
+        }
         Some("enabled") | None => {}
         Some(other) => {
             return Decision::Skip(format!("{}: {other:?} is neither enabled nor disabled", names::INJECT));
@@ -66,10 +72,10 @@ pub fn decide(pod: PodFacts<'_>, namespace: NamespaceInfo<'_>, opt_in: OptIn) ->
             NamespaceInfo::Known(a) => match a.get(names::INJECT).map(String::as_str) {
                 Some("enabled") => {}
                 Some(v) => {
-                    return Decision::Skip(format!("namespace {ns_name} is annotated {}: {v}", names::INJECT));
+                    return Decision::NotRequested(format!("namespace {ns_name} is annotated {}: {v}", names::INJECT));
                 }
                 None => {
-                    return Decision::Skip(format!(
+                    return Decision::NotRequested(format!(
                         "neither the pod nor namespace {ns_name} is annotated {}: enabled",
                         names::INJECT
                     ))
@@ -82,7 +88,7 @@ pub fn decide(pod: PodFacts<'_>, namespace: NamespaceInfo<'_>, opt_in: OptIn) ->
                 ))
             }
             NamespaceInfo::Unknown => {
-                return Decision::Skip(format!("the pod is not annotated {}: enabled", names::INJECT))
+                return Decision::NotRequested(format!("the pod is not annotated {}: enabled", names::INJECT))
             }
         }
     }
@@ -109,7 +115,7 @@ mod tests {
         let none = ann(&[]);
         assert_eq!(decide(facts(None, &none), NamespaceInfo::Unknown, OptIn::Command), Decision::Inject);
         let off = ann(&[("weft.io/inject", "disabled")]);
-        assert!(matches!(decide(facts(None, &off), NamespaceInfo::Unknown, OptIn::Command), Decision::Skip(_)));
+        assert!(matches!(decide(facts(None, &off), NamespaceInfo::Unknown, OptIn::Command), Decision::NotRequested(_)));
     }
 
     #[test]
@@ -122,8 +128,8 @@ mod tests {
         assert_eq!(d(&none, &on), Decision::Inject);
         assert_eq!(d(&on, &none), Decision::Inject);
         assert_eq!(d(&on, &off), Decision::Inject);
-        assert!(matches!(d(&off, &on), Decision::Skip(_)));
-        assert!(matches!(d(&none, &none), Decision::Skip(_)));
+        assert!(matches!(d(&off, &on), Decision::NotRequested(_)));
+        assert!(matches!(d(&none, &none), Decision::NotRequested(_)));
         let unreadable = decide(facts(Some("shop"), &none), NamespaceInfo::Unreadable("timeout"), OptIn::Annotation);
         assert!(matches!(unreadable, Decision::Skip(ref r) if r.contains("timeout")));
         assert_eq!(decide(facts(Some("shop"), &on), NamespaceInfo::Unreadable("timeout"), OptIn::Annotation), Decision::Inject);
@@ -133,7 +139,8 @@ mod tests {
     fn system_namespaces_host_network_and_injected_pods_are_left_alone() {
         let on = ann(&[("weft.io/inject", "enabled")]);
         for ns in ["kube-system", "weft-system"] {
-            assert!(matches!(decide(facts(Some(ns), &on), NamespaceInfo::Unknown, OptIn::Command), Decision::Skip(_)));
+            let d = decide(facts(Some(ns), &on), NamespaceInfo::Unknown, OptIn::Command);
+            assert!(matches!(d, Decision::NotRequested(_)));
         }
         let host = PodFacts { host_network: true, ..facts(None, &on) };
         assert!(matches!(decide(host, NamespaceInfo::Unknown, OptIn::Command), Decision::Skip(r) if r.contains("hostNetwork")));

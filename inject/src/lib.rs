@@ -11,6 +11,7 @@ pub mod settings;
 pub mod sidecar;
 pub mod stream;
 pub mod template;
+pub mod webhook;
 pub mod workloads;
 pub mod yaml_emit;
 

@@ -30,7 +30,10 @@ pub struct InjectContext<'a> {
 pub enum Outcome {
     Injected(Value),
     AlreadyInjected,
+    /// Asked for but not possible (host network, a port clash, …): worth a warning.
     Skipped(String),
+    /// Not asked for, or refused by an annotation.
+    NotRequested(String),
     /// Something in the template or its annotations is wrong; it is left alone.
     Invalid(Vec<String>),
 }
@@ -104,6 +107,7 @@ fn inject_inner(template: &Value, ctx: &InjectContext<'_>, warnings: &mut Vec<St
         Decision::Inject => {}
         Decision::AlreadyInjected => return Ok(Outcome::AlreadyInjected),
         Decision::Skip(reason) => return Ok(Outcome::Skipped(reason)),
+        Decision::NotRequested(reason) => return Ok(Outcome::NotRequested(reason)),
     }
     let ns_annotations = match ctx.namespace_info {
         NamespaceInfo::Known(a) => Some(a),

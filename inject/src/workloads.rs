@@ -95,7 +95,7 @@ pub fn process(obj: &mut Value, action: Action<'_>, report: &mut Vec<Line>) -> b
                     return true;
                 }
                 Outcome::AlreadyInjected => report.push(line(LineKind::Skipped, "already injected".into())),
-                Outcome::Skipped(why) => report.push(line(LineKind::Skipped, why)),
+                Outcome::Skipped(why) | Outcome::NotRequested(why) => report.push(line(LineKind::Skipped, why)),
                 Outcome::Invalid(problems) => {
                     report.extend(problems.into_iter().map(|p| line(LineKind::Error, p)));
                 }
