@@ -5,6 +5,7 @@
 
 pub mod decision;
 pub mod documents;
+pub mod install;
 pub mod names;
 pub mod probes;
 pub mod settings;

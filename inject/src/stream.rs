@@ -19,8 +19,15 @@ pub fn run(input: &str, action: Action<'_>) -> Result<StreamResult, String> {
     let mut report = Vec::new();
     for (i, doc) in documents::split(input).into_iter().enumerate() {
         let mut value = doc.parse().map_err(|e| format!("document {}: {e}", i + 1))?;
-        let replaced = workloads::process(&mut value, action, &mut report).then(|| to_yaml(&value));
+        let replaced = workloads::process(&mut value, action, &mut report)
+            .then(|| format!("{}{}", leading_comments(&doc.text), to_yaml(&value)));
         out.push((doc, replaced));
     }
     Ok(StreamResult { output: documents::join(&out), report })
+}
+
+/// The comment lines a document starts with: kept when the document is rewritten (comments
+/// further in are lost with the rewrite).
+fn leading_comments(text: &str) -> String {
+    text.split_inclusive('\n').take_while(|l| l.trim().is_empty() || l.trim_start().starts_with('#')).collect()
 }

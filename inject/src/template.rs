@@ -177,7 +177,7 @@ fn build(
         }
     }
 
-    let to_value = |c: &k8s_openapi::api::core::v1::Container| serde_norway::to_value(c).unwrap_or(Value::Null);
+    let to_value = |c: &k8s_openapi::api::core::v1::Container| name_first(serde_norway::to_value(c).unwrap_or(Value::Null));
     let inputs = sidecar::ProxyInputs {
         app_probes: &rewritten.entries,
         version: labels.get(names::VERSION_LABEL).map(String::as_str),
@@ -194,7 +194,7 @@ fn build(
     spec_map.insert(key("initContainers"), Value::Sequence(inits));
     spec_map.insert(key("containers"), Value::Sequence(containers));
     let mut volumes = seq(&spec_map, "volumes");
-    volumes.extend(sidecar::volumes(s).iter().map(|v| serde_norway::to_value(v).unwrap_or(Value::Null)));
+    volumes.extend(sidecar::volumes(s).iter().map(|v| name_first(serde_norway::to_value(v).unwrap_or(Value::Null))));
     spec_map.insert(key("volumes"), Value::Sequence(volumes));
 
     let mut metadata = mapping(root, "metadata").cloned().unwrap_or_default();
@@ -216,6 +216,17 @@ fn build(
         out = with;
     }
     out.insert(key("spec"), Value::Mapping(spec_map));
+    Value::Mapping(out)
+}
+
+/// Puts `name` first, where a reader of a container or volume looks for it.
+fn name_first(v: Value) -> Value {
+    let Value::Mapping(m) = v else { return v };
+    let mut out = Mapping::new();
+    if let Some(name) = m.get(key("name")) {
+        out.insert(key("name"), name.clone());
+    }
+    out.extend(m);
     Value::Mapping(out)
 }
 

@@ -112,15 +112,28 @@ const RESERVED: &[&str] = &[
 
 /// Whether `s` reads back as this very string, unquoted, in both YAML 1.1 and 1.2.
 fn plain_safe(s: &str) -> bool {
-    let Some(first) = s.chars().next() else { return false };
-    // Starting with a letter, `_` or `/` rules out numbers, dates, times and indicators.
-    if !(first.is_ascii_alphabetic() || first == '_' || first == '/') || RESERVED.contains(&s) {
+    let mut chars = s.chars();
+    let Some(first) = chars.next() else { return false };
+    let second = chars.next();
+    if RESERVED.contains(&s) || s.ends_with(' ') || s.ends_with(':') || s.contains(": ") || s.contains(" #") {
         return false;
     }
-    if s.ends_with(' ') || s.ends_with(':') || s.contains(": ") || s.contains(" #") {
+    if !s.chars().all(|c| c.is_ascii_alphanumeric() || " _./:=+-@()$".contains(c)) {
         return false;
     }
-    s.chars().all(|c| c.is_ascii_alphanumeric() || " _./:=+-@()".contains(c))
+    match first {
+        // A letter, `_`, `/` or `$` cannot start a number, date, time or indicator.
+        c if c.is_ascii_alphabetic() || "_/$".contains(c) => true,
+        // `-x`, `--flag`: not a number, not a sequence entry (no space after the dash).
+        '-' => second.is_some_and(|c| c.is_ascii_alphabetic() || c == '-') && !s.starts_with("---"),
+        // Quantities like `10m` or `64Mi`: digits and letters ending in a letter no number ends
+        // with (hexadecimal digits, exponents and radix marks excluded).
+        c if c.is_ascii_digit() => {
+            s.chars().all(|c| c.is_ascii_alphanumeric())
+                && s.ends_with(|c: char| c.is_ascii_alphabetic() && !"abcdefABCDEFxXoO".contains(c))
+        }
+        _ => false,
+    }
 }
 
 fn string(s: &str, level: usize, allow_block: bool) -> String {
@@ -131,8 +144,8 @@ fn string(s: &str, level: usize, allow_block: bool) -> String {
     if allow_block && s.contains('\n') && s.chars().all(printable) && block_safe(s) {
         return block_literal(s, level);
     }
-    if s.chars().all(|c| !c.is_control()) {
-        return format!("'{}'", s.replace('\'', "''"));
+    if s.chars().all(|c| !c.is_control()) && !s.contains('\'') {
+        return format!("'{s}'");
     }
     // JSON string syntax is YAML's double-quoted style.
     serde_json::to_string(s).unwrap_or_default()
@@ -176,12 +189,15 @@ mod tests {
 
     #[test]
     fn ambiguous_strings_are_quoted() {
-        for s in ["yes", "on", "8080", "1:30", "10m", "-x", "", " lead", "a: b", "x #y", "0x1f", ".5", "~", "'q'"] {
+        for s in ["yes", "on", "8080", "1:30", "-1", "", " lead", "a: b", "x #y", "0x1f", "1e3", ".5", "~", "'q'", "---x", "2E"] {
             let out = to_yaml(&Value::String(s.into()));
             assert!(out.starts_with('\'') || out.starts_with('"'), "{s:?} → {out}");
             roundtrip(&Value::String(s.into()));
         }
-        assert_eq!(to_yaml(&Value::String("weft:playground".into())), "weft:playground\n");
+        for s in ["weft:playground", "10m", "64Mi", "--proxy-uid", "$(WEFT_POD_NAME)", "/ready"] {
+            assert_eq!(to_yaml(&Value::String(s.into())), format!("{s}\n"));
+            roundtrip(&Value::String(s.into()));
+        }
     }
 
     #[test]
