@@ -12,6 +12,7 @@ pub mod registry;
 pub mod snapshot;
 pub mod state;
 pub mod watch;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ pub struct ControllerConfig {
     pub cert_ttl: Duration,
     pub endpoint_grace: Duration,
     pub restart_holddown: Duration,
+    /// The sidecar-injection webhook, when `--webhook-addr` is given.
+    pub webhook: Option<weft_inject::webhook::WebhookConfig>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -118,6 +121,9 @@ pub async fn run(
             }
         }
     });
+    if let Some(webhook) = cfg.webhook.clone() {
+        tasks.spawn(async move { weft_inject::webhook::run(webhook).await.map_err(anyhow::Error::from) });
+    }
     ready.store(true, Ordering::Relaxed);
 
     tokio::select! {

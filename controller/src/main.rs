@@ -40,6 +40,8 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "WEFT_CONTROLLER_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    #[command(flatten)]
+    webhook: weft_controller::webhook::WebhookArgs,
 }
 
 impl Args {
@@ -75,6 +77,7 @@ impl Args {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             problems.push(format!("--log-format {:?}: expected text or json", self.log_format));
         }
+        let webhook = self.webhook.config(&self.ca_dir).map_err(|e| problems.extend(e)).ok().flatten();
         match (grpc_addr, admin_addr, cert_ttl, endpoint_grace, restart_holddown) {
             (Some(grpc_addr), Some(admin_addr), Some(cert_ttl), Some(endpoint_grace), Some(restart_holddown))
                 if problems.is_empty() =>
@@ -87,6 +90,7 @@ impl Args {
                     cert_ttl,
                     endpoint_grace,
                     restart_holddown,
+                    webhook,
                 })
             }
             _ => Err(problems),

@@ -2,8 +2,10 @@
 //! cannot handle is admitted unchanged, with a warning that says why — and the request's `uid`
 //! echoed as the API server requires.
 
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use base64::Engine;
+use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use kube::core::DynamicObject;
+use serde_json::json;
 
 use crate::decision::{NamespaceInfo, OptIn};
 use crate::settings::InjectSettings;
@@ -52,29 +54,39 @@ impl Request {
 
 /// The answer, plus a line for the log.
 pub struct Answer {
-    pub review: AdmissionReview<DynamicObject>,
+    /// The AdmissionReview to send back (JSON).
+    pub review: serde_json::Value,
     pub log: String,
 }
 
-fn with_warnings(mut r: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
-    if !warnings.is_empty() {
-        r.warnings = Some(warnings.into_iter().map(|w| format!("weft: {w}")).collect());
+/// An allowing response: the uid echoed, the patch base64-encoded as the API server reads it,
+/// warnings prefixed so users see where they come from.
+fn allow(uid: &str, patch: Option<&json_patch::Patch>, warnings: Vec<String>, log: String) -> Answer {
+    let mut response = json!({ "uid": uid, "allowed": true });
+    if let Some(p) = patch {
+        let bytes = serde_json::to_vec(p).unwrap_or_default();
+        response["patchType"] = json!("JSONPatch");
+        response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
     }
-    r
+    if !warnings.is_empty() {
+        response["warnings"] = json!(warnings.into_iter().map(|w| format!("weft: {w}")).collect::<Vec<_>>());
+    }
+    let review = json!({ "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response });
+    Answer { review, log }
 }
 
 /// Decides and answers; `ns` is what the namespace lookup found (ignored for requests that are
 /// not pod creations).
 pub fn answer(req: &Request, injector: &Injector, ns: &Lookup) -> Answer {
-    let base = AdmissionResponse::from(&req.request);
+    let uid = req.request.uid.as_str();
     let who = format!("pod {}/{}", req.namespace().unwrap_or("?"), pod_name(req));
-    let done = |r: AdmissionResponse, log: String| Answer { review: r.into_review(), log };
     let Some(object) = req.object.as_ref().filter(|_| req.wants_injection()) else {
-        return done(base, format!("{who}: not a pod creation, admitted as is"));
+        return allow(uid, None, vec![], format!("{who}: not a pod creation, admitted as is"));
     };
+    let failed = |e: String| allow(uid, None, vec![format!("not injected: {e}")], format!("{who}: not injected: {e}"));
     let template: serde_norway::Value = match serde_norway::to_value(object) {
         Ok(v) => v,
-        Err(e) => return done(with_warnings(base, vec![format!("not injected: {e}")]), format!("{who}: {e}")),
+        Err(e) => return failed(e.to_string()),
     };
     let namespace_info = match ns {
         Lookup::Found(a) => NamespaceInfo::Known(a),
@@ -93,28 +105,24 @@ pub fn answer(req: &Request, injector: &Injector, ns: &Lookup) -> Answer {
         warnings.push(format!("namespace annotations unreadable ({why}): only the pod's overrides apply"));
     }
     match report.outcome {
-        Outcome::Injected(new) => {
-            let new_json = match serde_json::to_value(&new) {
-                Ok(v) => v,
-                Err(e) => return done(with_warnings(base, vec![format!("not injected: {e}")]), format!("{who}: {e}")),
-            };
-            let patch = json_patch::diff(object, &new_json);
-            let ops = patch.0.len();
-            match base.clone().with_patch(patch) {
-                Ok(r) => done(with_warnings(r, warnings), format!("{who}: injected ({ops} patch operations)")),
-                Err(e) => done(with_warnings(base, vec![format!("not injected: {e}")]), format!("{who}: {e}")),
+        Outcome::Injected(new) => match serde_json::to_value(&new) {
+            Ok(new_json) => {
+                let patch = json_patch::diff(object, &new_json);
+                let log = format!("{who}: injected ({} patch operations)", patch.0.len());
+                allow(uid, Some(&patch), warnings, log)
             }
-        }
-        Outcome::NotRequested(why) => done(base, format!("{who}: not injected: {why}")),
-        Outcome::AlreadyInjected => done(base, format!("{who}: already injected")),
+            Err(e) => failed(e.to_string()),
+        },
+        Outcome::NotRequested(why) => allow(uid, None, vec![], format!("{who}: not injected: {why}")),
+        Outcome::AlreadyInjected => allow(uid, None, vec![], format!("{who}: already injected")),
         Outcome::Skipped(why) => {
             warnings.insert(0, format!("not injected: {why}"));
-            done(with_warnings(base, warnings), format!("{who}: not injected: {why}"))
+            allow(uid, None, warnings, format!("{who}: not injected: {why}"))
         }
         Outcome::Invalid(problems) => {
             let log = format!("{who}: not injected: {}", problems.join("; "));
             warnings.splice(0..0, problems.into_iter().map(|p| format!("not injected: {p}")));
-            done(with_warnings(base, warnings), log)
+            allow(uid, None, warnings, log)
         }
     }
 }
