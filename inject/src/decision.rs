@@ -58,9 +58,7 @@ pub fn decide(pod: PodFacts<'_>, namespace: NamespaceInfo<'_>, opt_in: OptIn) ->
     }
     let pod_says = pod.annotations.get(names::INJECT).map(String::as_str);
     match pod_says {
-        Some("disabled") => {
-            return Decision::NotRequested(format!("the pod is annotated {}: disabled", names::INJECT))
-        }
+        Some("disabled") => return Decision::NotRequested(format!("the pod is annotated {}: disabled", names::INJECT)),
         Some("enabled") | None => {}
         Some(other) => {
             return Decision::Skip(format!("{}: {other:?} is neither enabled nor disabled", names::INJECT));
@@ -93,7 +91,9 @@ pub fn decide(pod: PodFacts<'_>, namespace: NamespaceInfo<'_>, opt_in: OptIn) ->
         }
     }
     if pod.host_network {
-        return Decision::Skip("the pod uses the host's network (hostNetwork: true): iptables would redirect the node's traffic".into());
+        return Decision::Skip(
+            "the pod uses the host's network (hostNetwork: true): iptables would redirect the node's traffic".into(),
+        );
     }
     Decision::Inject
 }
@@ -120,8 +120,7 @@ mod tests {
 
     #[test]
     fn the_webhook_needs_an_enabled_pod_or_namespace_and_the_pod_wins() {
-        let (none, on, off) =
-            (ann(&[]), ann(&[("weft.io/inject", "enabled")]), ann(&[("weft.io/inject", "disabled")]));
+        let (none, on, off) = (ann(&[]), ann(&[("weft.io/inject", "enabled")]), ann(&[("weft.io/inject", "disabled")]));
         let d = |pod: &BTreeMap<String, String>, ns: &BTreeMap<String, String>| {
             decide(facts(Some("shop"), pod), NamespaceInfo::Known(ns), OptIn::Annotation)
         };
@@ -132,7 +131,10 @@ mod tests {
         assert!(matches!(d(&none, &none), Decision::NotRequested(_)));
         let unreadable = decide(facts(Some("shop"), &none), NamespaceInfo::Unreadable("timeout"), OptIn::Annotation);
         assert!(matches!(unreadable, Decision::Skip(ref r) if r.contains("timeout")));
-        assert_eq!(decide(facts(Some("shop"), &on), NamespaceInfo::Unreadable("timeout"), OptIn::Annotation), Decision::Inject);
+        assert_eq!(
+            decide(facts(Some("shop"), &on), NamespaceInfo::Unreadable("timeout"), OptIn::Annotation),
+            Decision::Inject
+        );
     }
 
     #[test]
@@ -143,7 +145,9 @@ mod tests {
             assert!(matches!(d, Decision::NotRequested(_)));
         }
         let host = PodFacts { host_network: true, ..facts(None, &on) };
-        assert!(matches!(decide(host, NamespaceInfo::Unknown, OptIn::Command), Decision::Skip(r) if r.contains("hostNetwork")));
+        assert!(
+            matches!(decide(host, NamespaceInfo::Unknown, OptIn::Command), Decision::Skip(r) if r.contains("hostNetwork"))
+        );
         let done = PodFacts { already_injected: true, ..facts(None, &on) };
         assert_eq!(decide(done, NamespaceInfo::Unknown, OptIn::Command), Decision::AlreadyInjected);
     }

@@ -90,7 +90,9 @@ fn plan(container: &Mapping, probe: &Mapping, skip_inbound: &[u16]) -> Plan {
         }
         return match port_of(h) {
             Some(Ok(p)) if p == admin || skip_inbound.contains(&p) => Plan::Keep,
-            Some(Ok(p)) => Plan::Rewrite { entry: format!("tcp:{p}"), path: format!("{}/tcp/{p}", names::APP_PROBE_PATH) },
+            Some(Ok(p)) => {
+                Plan::Rewrite { entry: format!("tcp:{p}"), path: format!("{}/tcp/{p}", names::APP_PROBE_PATH) }
+            }
             Some(Err(e)) => Plan::Warn(format!("tcpSocket probe not rewritten: {e}")),
             None => Plan::Warn("tcpSocket probe without a port".into()),
         };
@@ -189,8 +191,11 @@ mod tests {
         assert!(c["livenessProbe"].get("tcpSocket").is_none());
         assert!(c["startupProbe"].get("exec").is_some());
         let mut list = vec![Value::Mapping(c)];
-        restore(&mut list, &out.originals.clone().into_iter().next().map(|(k, v)| serde_json::json!({ k: v })).unwrap())
-            .unwrap();
+        restore(
+            &mut list,
+            &out.originals.clone().into_iter().next().map(|(k, v)| serde_json::json!({ k: v })).unwrap(),
+        )
+        .unwrap();
         assert_eq!(list[0]["readinessProbe"]["httpGet"]["port"], Value::from("http"));
         assert_eq!(list[0]["livenessProbe"]["tcpSocket"]["port"], Value::from(9000));
     }

@@ -90,7 +90,8 @@ pub fn inject(template: &Value, ctx: &InjectContext<'_>) -> Report {
 fn inject_inner(template: &Value, ctx: &InjectContext<'_>, warnings: &mut Vec<String>) -> Result<Outcome, Vec<String>> {
     let root = template.as_mapping().ok_or_else(|| vec!["the pod template is not a mapping".to_string()])?;
     let metadata = mapping(root, "metadata");
-    let annotations = string_map(metadata.and_then(|m| mapping(m, "annotations")), "annotations").map_err(|e| vec![e])?;
+    let annotations =
+        string_map(metadata.and_then(|m| mapping(m, "annotations")), "annotations").map_err(|e| vec![e])?;
     let labels = string_map(metadata.and_then(|m| mapping(m, "labels")), "labels").map_err(|e| vec![e])?;
     let spec_value = root.get(key("spec")).cloned().ok_or_else(|| vec!["the pod template has no spec".to_string()])?;
     let spec: PodSpec = serde_norway::from_value(spec_value).map_err(|e| vec![format!("spec: {e}")])?;
@@ -167,7 +168,8 @@ fn build(
     if !s.base.native_sidecar {
         classic_warnings(spec, s, job_like, &mut containers, warnings);
     }
-    if let Some(g) = s.base.shutdown_grace_period.as_deref().and_then(|g| weft_proto::duration::parse_duration(g).ok()) {
+    if let Some(g) = s.base.shutdown_grace_period.as_deref().and_then(|g| weft_proto::duration::parse_duration(g).ok())
+    {
         let pod_grace = spec.termination_grace_period_seconds.unwrap_or(30);
         if g.as_secs_f64() > pod_grace as f64 {
             warnings.push(format!(
@@ -177,7 +179,8 @@ fn build(
         }
     }
 
-    let to_value = |c: &k8s_openapi::api::core::v1::Container| name_first(serde_norway::to_value(c).unwrap_or(Value::Null));
+    let to_value =
+        |c: &k8s_openapi::api::core::v1::Container| name_first(serde_norway::to_value(c).unwrap_or(Value::Null));
     let inputs = sidecar::ProxyInputs {
         app_probes: &rewritten.entries,
         version: labels.get(names::VERSION_LABEL).map(String::as_str),

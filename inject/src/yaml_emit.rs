@@ -106,8 +106,8 @@ fn scalar(v: &Value, level: usize) -> String {
 
 /// YAML 1.1 words that are not strings to a 1.1 reader (booleans and nulls).
 const RESERVED: &[&str] = &[
-    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false", "False", "FALSE",
-    "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL", "~",
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false", "False", "FALSE", "on",
+    "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL", "~",
 ];
 
 /// Whether `s` reads back as this very string, unquoted, in both YAML 1.1 and 1.2.
@@ -189,7 +189,10 @@ mod tests {
 
     #[test]
     fn ambiguous_strings_are_quoted() {
-        for s in ["yes", "on", "8080", "1:30", "-1", "", " lead", "a: b", "x #y", "0x1f", "1e3", ".5", "~", "'q'", "---x", "2E"] {
+        for s in [
+            "yes", "on", "8080", "1:30", "-1", "", " lead", "a: b", "x #y", "0x1f", "1e3", ".5", "~", "'q'", "---x",
+            "2E",
+        ] {
             let out = to_yaml(&Value::String(s.into()));
             assert!(out.starts_with('\'') || out.starts_with('"'), "{s:?} → {out}");
             roundtrip(&Value::String(s.into()));

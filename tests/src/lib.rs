@@ -3,4 +3,6 @@
 
 pub mod apps;
 pub mod harness;
+pub mod kube_api;
 pub mod netns;
+pub mod webhook_client;

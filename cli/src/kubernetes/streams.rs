@@ -48,7 +48,7 @@ fn read_input(name: &str) -> anyhow::Result<String> {
 /// object could not be handled.
 fn each_input(inputs: &[String], f: impl Fn(&str) -> Result<StreamResult, String>) -> anyhow::Result<()> {
     let mut out = String::new();
-    let mut errors = 0;
+    let mut failed = std::collections::BTreeSet::new();
     let mut err = std::io::stderr().lock();
     for name in inputs {
         let text = read_input(name)?;
@@ -66,7 +66,7 @@ fn each_input(inputs: &[String], f: impl Fn(&str) -> Result<StreamResult, String
                 LineKind::Skipped => "skipped: ".into(),
                 LineKind::Warning => "warning: ".into(),
                 LineKind::Error => {
-                    errors += 1;
+                    failed.insert(format!("{name} {}", line.object));
                     "error: ".into()
                 }
             };
@@ -74,7 +74,7 @@ fn each_input(inputs: &[String], f: impl Fn(&str) -> Result<StreamResult, String
         }
     }
     std::io::stdout().lock().write_all(out.as_bytes()).context("writing stdout")?;
-    anyhow::ensure!(errors == 0, "{errors} object(s) could not be handled; they were written unchanged");
+    anyhow::ensure!(failed.is_empty(), "{} object(s) could not be handled; they were written unchanged", failed.len());
     Ok(())
 }
 

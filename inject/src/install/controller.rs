@@ -109,8 +109,11 @@ fn container(o: &InstallOptions) -> Container {
         liveness_probe: Some(probe("/live")),
         resources: Some(ResourceRequirements {
             requests: Some(
-                [("cpu".to_string(), q(&o.controller_cpu_request)), ("memory".to_string(), q(&o.controller_memory_request))]
-                    .into(),
+                [
+                    ("cpu".to_string(), q(&o.controller_cpu_request)),
+                    ("memory".to_string(), q(&o.controller_memory_request)),
+                ]
+                .into(),
             ),
             limits: Some([("memory".to_string(), q(&o.controller_memory_limit))].into()),
             ..Default::default()

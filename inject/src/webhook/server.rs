@@ -89,11 +89,8 @@ fn go_duration(s: &str) -> Option<Duration> {
 
 /// The time this review may take.
 pub fn budget(query: Option<&str>, configured: Duration) -> Duration {
-    let asked = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|kv| kv.strip_prefix("timeout="))
-        .and_then(go_duration);
+    let asked =
+        query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| kv.strip_prefix("timeout=")).and_then(go_duration);
     match asked {
         Some(t) => configured.min(t / 2),
         None => configured,

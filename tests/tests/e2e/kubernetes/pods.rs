@@ -1,0 +1,1 @@
+//! Injected pods run in Docker (filled in below).
