@@ -194,14 +194,23 @@ pub fn proxy_container(s: &PodSettings, inputs: &ProxyInputs<'_>) -> Container {
         c.restart_policy = Some("Always".into());
     } else {
         // A classic sidecar: the kubelet starts the next container only once this hook returns,
-        // that is once the proxy is ready.
+        // that is once the proxy is ready. (`await` needs a command to run then: a last check.)
         c.lifecycle = Some(Lifecycle {
             post_start: Some(LifecycleHandler {
                 exec: Some(ExecAction {
                     command: Some(
-                        ["weft-proxy", "await", "--timeout", "120s", "--", "weft-proxy", "--version"]
-                            .map(String::from)
-                            .to_vec(),
+                        [
+                            "weft-proxy",
+                            "await",
+                            "--timeout",
+                            "120s",
+                            "--",
+                            "weft-proxy",
+                            "probe",
+                            "http://127.0.0.1:4191/ready",
+                        ]
+                        .map(String::from)
+                        .to_vec(),
                     ),
                 }),
                 ..Default::default()

@@ -4,5 +4,6 @@
 pub mod apps;
 pub mod harness;
 pub mod kube_api;
+pub mod kubelet;
 pub mod netns;
 pub mod webhook_client;
