@@ -32,7 +32,7 @@ enum Command {
     /// Send steady load to a URL and print a line per second (the playground's load generator).
     Load(playground::LoadArgs),
     /// Add the Weft sidecar to the pod templates of Kubernetes YAML (stdout: the YAML; stderr: what was done).
-    Inject(kubernetes::InjectArgs),
+    Inject(Box<kubernetes::InjectArgs>),
     /// Remove what `weft inject` (or the webhook) added.
     Uninject(kubernetes::UninjectArgs),
     /// Print the control plane's Kubernetes manifests: weft install | kubectl apply -f -
@@ -96,7 +96,7 @@ fn main() -> ExitCode {
         Command::Status { controller_admin, json } => status::run(&controller_admin, json),
         Command::Bench(args) => weft_bench::cli::run(args),
         Command::Playground(args) => playground::run(args),
-        Command::Inject(args) => kubernetes::inject(args),
+        Command::Inject(args) => kubernetes::inject(*args),
         Command::Uninject(args) => kubernetes::uninject(args),
         Command::Install(args) => kubernetes::install(*args),
     };

@@ -529,7 +529,7 @@ impl RunningPod {
     }
 
     pub fn logs(&self, name: &str) -> String {
-        docker::logs(&self.container(name).1.to_string())
+        docker::logs(self.container(name).1)
     }
 
     /// Runs a command in a container.
