@@ -5,6 +5,7 @@
 //! and read-only root filesystems from the spec. Anything in the spec it does not handle fails
 //! the test (see `fields`). Every container, network and image it makes is removed on drop.
 
+mod container;
 mod docker;
 mod env;
 pub mod fields;
@@ -266,36 +267,12 @@ pub struct RunningPod {
     all: Vec<String>,
 }
 
-fn quantity_bytes(q: &str) -> u64 {
-    let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
-    let (n, unit) = q.split_at(split);
-    let n: f64 = n.parse().unwrap_or_else(|_| panic!("memory quantity {q}"));
-    let scale = match unit {
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        other => panic!("memory unit {other} is not handled"),
-    };
-    (n * scale) as u64
-}
-
-fn cpus(q: &str) -> f64 {
-    match q.strip_suffix('m') {
-        Some(milli) => milli.parse::<f64>().expect("cpu") / 1000.0,
-        None => q.parse().expect("cpu"),
-    }
-}
-
 impl RunningPod {
     fn event(&mut self, what: &str) {
         self.timeline.push((self.started.elapsed(), what.to_string()));
     }
 
-    /// `docker run` for one container, everything taken from its spec.
+    /// Starts one container (`docker run`, everything taken from its spec); its Docker name.
     fn start_container(
         &mut self,
         c: &Value,
@@ -305,88 +282,9 @@ impl RunningPod {
         pause: &str,
         test_label: &str,
     ) -> String {
-        let cname = c["name"].as_str().expect("container name");
-        assert!(c["imagePullPolicy"] != "Always", "{cname}: imagePullPolicy Always needs a registry");
-        let dn = format!("{}-{cname}", self.prefix);
-        let mut a = args(&["run", "-d", "--name", &dn, "--label", &self.pod_label, "--label", test_label]);
-        a.extend(args(&["--network", &format!("container:{pause}")]));
-        let (sc, pod_sc) = (&c["securityContext"], &self.spec["securityContext"]);
-        let pick = |k: &str| if sc[k].is_null() { pod_sc[k].clone() } else { sc[k].clone() };
-        let uid = pick("runAsUser").as_u64();
-        let gid = pick("runAsGroup").as_u64();
-        if pick("runAsNonRoot") == true {
-            // Our images run as root unless told otherwise: the kubelet refuses such a container.
-            assert!(
-                uid.is_some_and(|u| u != 0),
-                "{cname}: runAsNonRoot but it would run as root (CreateContainerConfigError)"
-            );
-        }
-        if let Some(u) = uid {
-            a.extend(args(&["--user", &format!("{u}:{}", gid.unwrap_or(0))]));
-        }
-        if let Some(g) = facts.fs_group {
-            a.extend(args(&["--group-add", &g.to_string()]));
-        }
-        if sc["readOnlyRootFilesystem"] == true {
-            a.push("--read-only".into());
-        }
-        if sc["allowPrivilegeEscalation"] == false {
-            a.extend(args(&["--security-opt", "no-new-privileges"]));
-        }
-        if sc["privileged"] == true {
-            a.push("--privileged".into());
-        }
-        for cap in sc["capabilities"]["drop"].as_array().into_iter().flatten() {
-            a.extend(args(&["--cap-drop", cap.as_str().expect("capability")]));
-        }
-        for cap in sc["capabilities"]["add"].as_array().into_iter().flatten() {
-            a.extend(args(&["--cap-add", cap.as_str().expect("capability")]));
-        }
-        match pick("seccompProfile")["type"].as_str() {
-            None | Some("RuntimeDefault") => {}
-            Some("Unconfined") => a.extend(args(&["--security-opt", "seccomp=unconfined"])),
-            Some(other) => panic!("seccomp profile {other} is not handled"),
-        }
-        // Requests only place a pod on a node; limits are enforced.
-        if let Some(m) = c["resources"]["limits"]["memory"].as_str() {
-            a.extend(args(&["--memory", &quantity_bytes(m).to_string()]));
-        }
-        if let Some(cpu) = c["resources"]["limits"]["cpu"].as_str() {
-            a.extend(args(&["--cpus", &format!("{:.3}", cpus(cpu))]));
-        }
-        if let Some(w) = c["workingDir"].as_str() {
-            a.extend(args(&["-w", w]));
-        }
-        let env = env::resolve(c, facts);
-        for (k, v) in &env {
-            a.extend(args(&["-e", &format!("{k}={v}")]));
-        }
-        let vars: BTreeMap<String, String> = env.into_iter().collect();
-        for m in c["volumeMounts"].as_array().into_iter().flatten() {
-            let vname = m["name"].as_str().expect("mount name");
-            let mut host = vols.get(vname).unwrap_or_else(|| panic!("{cname}: no volume {vname}")).clone();
-            if let Some(sub) = m["subPath"].as_str() {
-                host = host.join(sub);
-            }
-            let kind = self.spec["volumes"].as_array().into_iter().flatten().find(|v| v["name"] == vname).cloned();
-            let always_ro = kind.is_some_and(|v| v.get("emptyDir").is_none());
-            let ro = if m["readOnly"] == true || always_ro { ":ro" } else { "" };
-            a.extend(args(&["-v", &format!("{}:{}{ro}", host.display(), m["mountPath"].as_str().expect("mountPath"))]));
-        }
-        if let Some(dir) = sa {
-            a.extend(args(&["-v", &format!("{}:/var/run/secrets/kubernetes.io/serviceaccount:ro", dir.display())]));
-        }
-        let words = |k: &str| -> Vec<String> {
-            c[k].as_array().into_iter().flatten().map(|w| env::expand(w.as_str().expect("string"), &vars)).collect()
-        };
-        let (command, cargs) = (words("command"), words("args"));
-        if let Some(first) = command.first() {
-            a.extend(args(&["--entrypoint", first]));
-        }
-        a.push(c["image"].as_str().expect("image").to_string());
-        a.extend(command.into_iter().skip(1));
-        a.extend(cargs);
-        docker::ok(&a);
+        let dn = format!("{}-{}", self.prefix, c["name"].as_str().expect("container name"));
+        let labels = [self.pod_label.as_str(), test_label];
+        docker::ok(&container::run_args(c, &self.spec, facts, vols, sa, pause, &dn, &labels));
         self.all.push(dn.clone());
         dn
     }
