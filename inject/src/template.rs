@@ -344,3 +344,71 @@ pub fn uninject(template: &Value) -> Result<Option<Value>, String> {
     out.insert(key("spec"), Value::Mapping(spec));
     Ok(Some(Value::Mapping(out)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ANCHOR: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    fn ctx(settings: &InjectSettings) -> InjectContext<'_> {
+        InjectContext {
+            settings,
+            trust_anchor: ANCHOR,
+            namespace: Some("shop"),
+            namespace_info: NamespaceInfo::Unknown,
+            opt_in: OptIn::Command,
+        }
+    }
+
+    fn pod(yaml: &str) -> Value {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    fn names(v: &Value, list: &str) -> Vec<String> {
+        v["spec"][list].as_sequence().into_iter().flatten().map(|c| c["name"].as_str().unwrap().to_string()).collect()
+    }
+
+    const APP: &str = "metadata: {labels: {app: a}}\nspec:\n  initContainers: [{name: migrate, image: m}]\n  \
+                       containers: [{name: app, image: a, readinessProbe: {tcpSocket: {port: 80}}}]\n";
+
+    #[test]
+    fn native_order_is_init_proxy_then_the_apps_init_containers() {
+        let s = InjectSettings::default();
+        let Outcome::Injected(out) = inject(&pod(APP), &ctx(&s)).outcome else { panic!("not injected") };
+        assert_eq!(names(&out, "initContainers"), ["weft-init", "weft-proxy", "migrate"]);
+        assert_eq!(names(&out, "containers"), ["app"]);
+        assert_eq!(out["spec"]["initContainers"][1]["restartPolicy"], Value::from("Always"));
+        assert_eq!(out["metadata"]["annotations"][names::TRUST_ANCHOR], Value::from(ANCHOR));
+        assert_eq!(uninject(&out).unwrap(), Some(pod(APP)));
+        // Injecting the result again changes nothing.
+        assert_eq!(inject(&out, &ctx(&s)).outcome, Outcome::AlreadyInjected);
+    }
+
+    #[test]
+    fn classic_puts_the_proxy_first_among_the_containers() {
+        let s = InjectSettings { native_sidecar: false, ..Default::default() };
+        let r = inject(&pod(APP), &ctx(&s));
+        let Outcome::Injected(out) = r.outcome else { panic!("not injected") };
+        assert_eq!(names(&out, "initContainers"), ["weft-init", "migrate"]);
+        assert_eq!(names(&out, "containers"), ["weft-proxy", "app"]);
+        assert!(out["spec"]["containers"][0]["lifecycle"]["postStart"]["exec"].is_mapping());
+        assert!(r.warnings.iter().any(|w| w.contains("init containers run before the proxy")), "{:?}", r.warnings);
+        assert_eq!(uninject(&out).unwrap(), Some(pod(APP)));
+    }
+
+    #[test]
+    fn a_pod_without_a_sidecar_is_not_uninjected() {
+        assert_eq!(uninject(&pod(APP)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_template_without_metadata_gets_it_first() {
+        let s = InjectSettings::default();
+        let Outcome::Injected(out) = inject(&pod("spec: {containers: [{name: a, image: a}]}"), &ctx(&s)).outcome else {
+            panic!("not injected")
+        };
+        let first = out.as_mapping().unwrap().keys().next().unwrap().clone();
+        assert_eq!(first, Value::from("metadata"));
+    }
+}

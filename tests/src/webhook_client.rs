@@ -67,8 +67,18 @@ pub fn post(
     })
 }
 
-/// An AdmissionReview v1 for creating `pod` in `namespace`, as the API server sends it.
+/// An AdmissionReview v1 for creating `pod` in `namespace`, as the API server sends it: written
+/// out, then read and written again through the typed `AdmissionReview<Pod>` (kube's admission
+/// types over k8s-openapi's `Pod`), so that what is sent is a real review of a real Pod.
 pub fn pod_create_review(uid: &str, namespace: &str, pod: &serde_json::Value) -> serde_json::Value {
+    let typed: kube::core::admission::AdmissionReview<k8s_openapi::api::core::v1::Pod> =
+        serde_json::from_value(untyped_pod_create_review(uid, namespace, pod))
+            .unwrap_or_else(|e| panic!("not an AdmissionReview of a Pod: {e}"));
+    serde_json::to_value(&typed).expect("AdmissionReview serializes")
+}
+
+/// The same review, not checked against the types: for pods the API server would never send.
+pub fn untyped_pod_create_review(uid: &str, namespace: &str, pod: &serde_json::Value) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",

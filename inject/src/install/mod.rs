@@ -117,3 +117,36 @@ pub fn render(o: &InstallOptions) -> String {
     doc(&mut out, &webhook::configuration(o));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> InstallOptions {
+        InstallOptions {
+            ca_cert_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+            ca_key_pem: "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n".into(),
+            mesh_yaml: "trust_domain: weft.local\n".into(),
+            settings: InjectSettings::default(),
+            controller_image: "weft:playground".into(),
+            replicas: 1,
+            controller_log_level: "info".into(),
+            controller_cpu_request: "50m".into(),
+            controller_memory_request: "64Mi".into(),
+            controller_memory_limit: "256Mi".into(),
+            webhook_failure_policy: "Ignore".into(),
+            webhook_timeout_seconds: 10,
+        }
+    }
+
+    #[test]
+    fn the_same_options_render_the_same_bytes() {
+        let o = options();
+        assert!(o.validate().is_empty(), "{:?}", o.validate());
+        let a = render(&o);
+        assert_eq!(a, render(&o));
+        assert_eq!(a.matches("\n---\n").count() + usize::from(a.starts_with("---\n")), 12, "{a}");
+        let bad = InstallOptions { webhook_timeout_seconds: 31, webhook_failure_policy: "Sometimes".into(), ..o };
+        assert_eq!(bad.validate().len(), 2);
+    }
+}

@@ -132,3 +132,57 @@ fn pod_name(req: &Request) -> String {
     let s = |k: &str| meta.and_then(|m| m.get(k)).and_then(serde_json::Value::as_str).map(String::from);
     s("name").or_else(|| s("generateName").map(|g| format!("{g}*"))).unwrap_or_else(|| req.request.name.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(annotations: serde_json::Value) -> Request {
+        let body = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "shop", "operation": "CREATE", "userInfo": {"username": "me"},
+                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": annotations},
+                           "spec": {"containers": [{"name": "a", "image": "a"}]}}
+            }
+        });
+        Request::parse(&serde_json::to_vec(&body).unwrap()).unwrap()
+    }
+
+    fn injector() -> Injector {
+        Injector { settings: InjectSettings::default(), trust_anchor: "PEM".into() }
+    }
+
+    #[test]
+    fn an_enabled_namespace_gets_a_patch_and_the_uid_back() {
+        let ns = Lookup::Found([("weft.io/inject".to_string(), "enabled".to_string())].into());
+        let a = answer(&request(json!({})), &injector(), &ns);
+        let r = &a.review["response"];
+        assert_eq!(
+            (r["uid"].as_str(), r["allowed"].as_bool(), r["patchType"].as_str()),
+            (Some("u-1"), Some(true), Some("JSONPatch"))
+        );
+        assert!(r.get("warnings").is_none());
+    }
+
+    #[test]
+    fn not_asked_is_quiet_and_cannot_is_a_warning() {
+        let a = answer(&request(json!({})), &injector(), &Lookup::Found(Default::default()));
+        assert!(a.review["response"].get("patch").is_none() && a.review["response"].get("warnings").is_none());
+        let a = answer(
+            &request(json!({"config.weft.io/native-sidecar": "maybe"})),
+            &injector(),
+            &Lookup::Failed("x".into()),
+        );
+        assert_eq!(a.review["response"]["allowed"], json!(true));
+        let a = answer(
+            &request(json!({"weft.io/inject": "enabled", "config.weft.io/native-sidecar": "maybe"})),
+            &injector(),
+            &Lookup::Failed("x".into()),
+        );
+        let w = a.review["response"]["warnings"].to_string();
+        assert!(w.contains("native-sidecar") && a.review["response"].get("patch").is_none(), "{w}");
+    }
+}

@@ -112,7 +112,9 @@ impl WebhookUnderTest {
     }
 
     pub fn review(&self, uid: &str, namespace: &str, pod: &serde_json::Value) -> webhook_client::WebhookAnswer {
-        let body = serde_json::to_vec(&webhook_client::pod_create_review(uid, namespace, pod)).unwrap();
+        let review = webhook_client::pod_create_review(uid, namespace, pod);
+        assert_eq!(&review["request"]["object"], pod, "the typed AdmissionReview kept the pod as it was");
+        let body = serde_json::to_vec(&review).unwrap();
         webhook_client::post(self.addr, "weft-controller.weft-system.svc", &self.ca_pem, "10s", &body)
             .unwrap_or_else(|e| panic!("webhook: {e}"))
     }

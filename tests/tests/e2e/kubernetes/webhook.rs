@@ -106,7 +106,10 @@ fn test_api_server_failures_never_deny_a_pod() {
     assert!(a.warnings().iter().any(|w| w.contains("hostNetwork")), "{:?}", a.warnings());
     bad = pod(json!({}));
     bad["spec"]["containers"] = json!("not a list");
-    let a = w.review("uid-5", "shop", &bad);
+    let body =
+        serde_json::to_vec(&weft_tests::webhook_client::untyped_pod_create_review("uid-5", "shop", &bad)).unwrap();
+    let a =
+        weft_tests::webhook_client::post(w.addr, "weft-controller.weft-system.svc", &w.ca_pem, "10s", &body).unwrap();
     assert!(a.allowed() && a.patch().is_none() && !a.warnings().is_empty(), "{}", a.raw);
 
     // Not a pod creation: left alone.
