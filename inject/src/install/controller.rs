@@ -210,7 +210,13 @@ pub fn deployment(o: &InstallOptions) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels()),
-                    annotations: Some([(names::INJECT.to_string(), "disabled".to_string())].into()),
+                    annotations: Some(
+                        [
+                            (names::INJECT.to_string(), "disabled".to_string()),
+                            (super::CONFIG_HASH.to_string(), super::config_hash(o)),
+                        ]
+                        .into(),
+                    ),
                     ..Default::default()
                 }),
                 spec: Some(pod),

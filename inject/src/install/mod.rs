@@ -27,6 +27,10 @@ pub const WEBHOOK_CONFIGURATION: &str = "weft-proxy-injector";
 pub const WEBHOOK_PORT: i32 = 8443;
 pub const GRPC_PORT: i32 = 7070;
 pub const ADMIN_PORT: i32 = 7071;
+/// On the controller's pod template: a digest of what the controller reads only at start (the CA
+/// and the injection settings), so that applying a changed install rolls the controller.
+pub const CONFIG_HASH: &str = "weft.io/config-hash";
+
 /// The controller's user and group in its FROM-scratch image (no /etc/passwd there).
 pub const CONTROLLER_UID: i64 = 65532;
 
@@ -76,6 +80,16 @@ impl InstallOptions {
         }
         p
     }
+}
+
+/// SHA-256 over the CA certificate and the injection settings, in hex.
+pub(crate) fn config_hash(o: &InstallOptions) -> String {
+    let settings = to_yaml(&serde_norway::to_value(&o.settings).expect("settings serialize"));
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [o.ca_cert_pem.as_str(), "\0", settings.as_str()] {
+        ctx.update(part.as_bytes());
+    }
+    ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub(crate) fn labels() -> BTreeMap<String, String> {
@@ -146,6 +160,11 @@ mod tests {
         let a = render(&o);
         assert_eq!(a, render(&o));
         assert_eq!(a.matches("\n---\n").count() + usize::from(a.starts_with("---\n")), 12, "{a}");
+        // A settings change changes the controller's pod template, so applying it rolls the controller.
+        let mut tuned = o.clone();
+        tuned.settings.proxy_log_level = "debug".into();
+        assert_ne!(config_hash(&o), config_hash(&tuned));
+        assert!(a.contains(&config_hash(&o)));
         let bad = InstallOptions { webhook_timeout_seconds: 31, webhook_failure_policy: "Sometimes".into(), ..o };
         assert_eq!(bad.validate().len(), 2);
     }
