@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::docker::args;
 use super::{env, PodFacts};
 
-fn quantity_bytes(q: &str) -> u64 {
+pub fn quantity_bytes(q: &str) -> u64 {
     let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
     let (n, unit) = q.split_at(split);
     let n: f64 = n.parse().unwrap_or_else(|_| panic!("memory quantity {q}"));

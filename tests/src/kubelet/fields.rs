@@ -1,6 +1,7 @@
 //! What the runner understands of a pod, field by field. A pod that uses anything else fails the
 //! test at once, naming the field: the runner must never quietly ignore what a kubelet would do.
-//! Fields marked "scheduling" are accepted because they only choose a node, and there is one.
+//! Fields marked "scheduling" are accepted because they only choose a node, and there is one;
+//! resource requests likewise (limits are enforced).
 
 use serde_json::Value;
 
@@ -33,7 +34,6 @@ const PROBE: Shape = Obj(&[
     ("periodSeconds", Leaf),
     ("timeoutSeconds", Leaf),
     ("failureThreshold", Leaf),
-    ("successThreshold", Leaf),
 ]);
 const SECURITY_CONTEXT: Shape = Obj(&[
     ("runAsUser", Leaf),
@@ -74,8 +74,9 @@ const CONTAINER: Shape = Obj(&[
     ("startupProbe", PROBE),
     ("readinessProbe", PROBE),
     ("livenessProbe", PROBE),
-    ("lifecycle", Obj(&[("postStart", Obj(&[("exec", EXEC)])), ("preStop", Obj(&[("exec", EXEC)]))])),
+    ("lifecycle", Obj(&[("postStart", Obj(&[("exec", EXEC)]))])),
     ("restartPolicy", Leaf),
+    // Where the kubelet takes a failed container's message from: nothing to run differently.
     ("terminationMessagePolicy", Leaf),
 ]);
 const PROJECTION: Shape = Obj(&[

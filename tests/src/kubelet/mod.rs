@@ -150,6 +150,7 @@ impl Node {
             sidecars: Vec::new(),
             apps: Vec::new(),
             all: Vec::new(),
+            mounts: Vec::new(),
         };
         let pause = format!("{prefix}-pause");
         let mut a = args(&[
@@ -191,7 +192,8 @@ impl Node {
             objects: self.objects.clone(),
         };
         let pod_dir = self.dir.path().join(&name);
-        let vols = volumes::prepare(&pod_dir, spec, &facts);
+        let (vols, mounts) = volumes::prepare(&pod_dir, spec, &facts);
+        run.mounts = mounts;
         let sa = (spec["automountServiceAccountToken"] != false).then(|| volumes::service_account(&pod_dir, &facts));
 
         for c in spec["initContainers"].as_array().into_iter().flatten() {
@@ -265,6 +267,7 @@ pub struct RunningPod {
     sidecars: Vec<(String, String)>,
     apps: Vec<(String, String)>,
     all: Vec<String>,
+    mounts: Vec<PathBuf>,
 }
 
 impl RunningPod {
@@ -453,5 +456,6 @@ impl Drop for RunningPod {
             }
         }
         docker::remove_labelled(&self.pod_label);
+        volumes::unmount(&self.mounts);
     }
 }

@@ -1,7 +1,7 @@
 //! Volumes as the kubelet prepares them, on the host under the pod's folder and bind-mounted:
 //! emptyDir (shared by the pod's containers), configMap, secret and projected volumes
 //! (service-account token, downward API, Secret and ConfigMap keys), with their file modes and
-//! the pod's fsGroup.
+//! the pod's fsGroup. An in-memory emptyDir is a tmpfs of its size limit.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -45,14 +45,24 @@ fn keys(dir: &Path, data: &BTreeMap<String, Vec<u8>>, items: &Value, default_mod
     }
 }
 
-/// Prepares every volume of the pod; returns name → host folder.
-pub fn prepare(pod_dir: &Path, spec: &Value, facts: &PodFacts) -> BTreeMap<String, PathBuf> {
+/// Prepares every volume of the pod; returns name → host folder, and the tmpfs mounts to undo.
+pub fn prepare(pod_dir: &Path, spec: &Value, facts: &PodFacts) -> (BTreeMap<String, PathBuf>, Vec<PathBuf>) {
     let mut out = BTreeMap::new();
+    let mut mounts = Vec::new();
     for v in spec["volumes"].as_array().into_iter().flatten() {
         let name = v["name"].as_str().expect("volume name").to_string();
         let dir = pod_dir.join("volumes").join(&name);
         std::fs::create_dir_all(&dir).expect("volume folder");
-        if v.get("emptyDir").is_some() {
+        if let Some(e) = v.get("emptyDir") {
+            if e["medium"] == "Memory" {
+                // In memory, with its size limit, shared by the pod's containers: a tmpfs.
+                let size = e["sizeLimit"].as_str().map(super::container::quantity_bytes).unwrap_or(64 << 20);
+                let opts = format!("size={size},mode=0777");
+                let status =
+                    std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &opts, "tmpfs"]).arg(&dir).status();
+                assert!(status.is_ok_and(|s| s.success()), "mounting a tmpfs for emptyDir {name}");
+                mounts.push(dir.clone());
+            }
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("mode");
         } else if let Some(cm) = v.get("configMap") {
             let n = cm["name"].as_str().expect("configMap name");
@@ -107,7 +117,14 @@ pub fn prepare(pod_dir: &Path, spec: &Value, facts: &PodFacts) -> BTreeMap<Strin
         }
         out.insert(name, dir);
     }
-    out
+    (out, mounts)
+}
+
+/// Undoes the tmpfs mounts of [`prepare`].
+pub fn unmount(mounts: &[PathBuf]) {
+    for m in mounts {
+        let _ = std::process::Command::new("umount").arg(m).status();
+    }
 }
 
 /// The service account volume the kubelet mounts unless `automountServiceAccountToken: false`.
