@@ -10,7 +10,7 @@ use weft_inject::InjectSettings;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct SettingsArgs {
-    /// A settings file (YAML, the names below without dashes), e.g. the `settings.yaml` of the
+    /// A settings file (YAML: the flags below as keys, without `--`), e.g. the `settings.yaml` of the
     /// `weft-injector` ConfigMap.
     #[arg(long, value_name = "FILE")]
     pub settings: Option<PathBuf>,
