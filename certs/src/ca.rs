@@ -113,8 +113,10 @@ impl CertificateAuthority {
         let cert_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
         {
             use std::os::unix::fs::PermissionsExt;
+            // Group read is allowed: a Kubernetes Secret mounted for a non-root controller is
+            // root-owned and readable by the pod's fsGroup (0440). Anything for other users is not.
             let mode = fs::metadata(&key_path).map_err(io_err(&key_path))?.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
+            if mode & 0o027 != 0 {
                 return Err(CaError::KeyExposed(key_path, mode));
             }
         }

@@ -3,6 +3,7 @@
 
 mod ca;
 mod http_get;
+mod kubernetes;
 mod playground;
 mod prom;
 mod status;
@@ -30,6 +31,12 @@ enum Command {
     Playground(playground::PlaygroundArgs),
     /// Send steady load to a URL and print a line per second (the playground's load generator).
     Load(playground::LoadArgs),
+    /// Add the Weft sidecar to the pod templates of Kubernetes YAML (stdout: the YAML; stderr: what was done).
+    Inject(Box<kubernetes::InjectArgs>),
+    /// Remove what `weft inject` (or the webhook) added.
+    Uninject(kubernetes::UninjectArgs),
+    /// Print the control plane's Kubernetes manifests: weft install | kubectl apply -f -
+    Install(Box<kubernetes::InstallArgs>),
     /// The mesh at a glance: services, endpoints, proxies, config versions, certificate expiries.
     Status {
         /// The controller's admin address.
@@ -120,6 +127,9 @@ fn main() -> ExitCode {
         Command::Status { controller_admin, json } => status::run(&controller_admin, json),
         Command::Bench(args) => weft_bench::cli::run(args),
         Command::Playground(args) => playground::run(args),
+        Command::Inject(args) => kubernetes::inject(*args),
+        Command::Uninject(args) => kubernetes::uninject(args),
+        Command::Install(args) => kubernetes::install(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

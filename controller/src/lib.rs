@@ -12,6 +12,7 @@ pub mod registry;
 pub mod snapshot;
 pub mod state;
 pub mod watch;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ pub struct ControllerConfig {
     pub max_instances_per_identity: usize,
     /// Serve `/api/v1/state` and `/log-level` to non-loopback callers too.
     pub admin_open: bool,
+    /// The sidecar-injection webhook, when `--webhook-addr` is given.
+    pub webhook: Option<weft_inject::webhook::WebhookConfig>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -138,6 +141,9 @@ pub async fn run(
             }
         }
     });
+    if let Some(webhook) = cfg.webhook.clone() {
+        tasks.spawn(async move { weft_inject::webhook::run(webhook).await.map_err(anyhow::Error::from) });
+    }
     ready.store(true, Ordering::Relaxed);
 
     tokio::select! {

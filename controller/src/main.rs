@@ -47,6 +47,8 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "WEFT_CONTROLLER_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    #[command(flatten)]
+    webhook: weft_controller::webhook::WebhookArgs,
 }
 
 impl Args {
@@ -85,6 +87,7 @@ impl Args {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             problems.push(format!("--log-format {:?}: expected text or json", self.log_format));
         }
+        let webhook = self.webhook.config(&self.ca_dir).map_err(|e| problems.extend(e)).ok().flatten();
         match (grpc_addr, admin_addr, cert_ttl, endpoint_grace, restart_holddown) {
             (Some(grpc_addr), Some(admin_addr), Some(cert_ttl), Some(endpoint_grace), Some(restart_holddown))
                 if problems.is_empty() =>
@@ -99,6 +102,7 @@ impl Args {
                     restart_holddown,
                     max_instances_per_identity: self.max_instances_per_identity,
                     admin_open: self.admin_open,
+                    webhook,
                 })
             }
             _ => Err(problems),

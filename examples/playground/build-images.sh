@@ -3,10 +3,12 @@
 #   weft:playground       FROM scratch: weft, weft-controller, weft-proxy, weft-demo (static)
 #   weft-init:playground  FROM scratch: weft-proxy and this machine's iptables (for `weft-proxy init`)
 # Where a registry is available, Dockerfile.source and Dockerfile.init build the same images.
+# WEFT_IMAGE_TAG replaces the tag `playground` (tests use their own, so runs never collide).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 bin=${WEFT_BIN_DIR:-$root/target/x86_64-unknown-linux-gnu/release}
+tag=${WEFT_IMAGE_TAG:-playground}
 for b in weft weft-controller weft-proxy weft-demo; do
   [ -x "$bin/$b" ] || { echo "missing $bin/$b: run 'cargo build --release --workspace' first" >&2; exit 1; }
 done
@@ -18,8 +20,8 @@ for b in weft weft-controller weft-proxy weft-demo; do
   # Debug line tables are for profiling on the build machine; images get stripped copies.
   strip -o "$ctx/$b" "$bin/$b" 2>/dev/null || cp "$bin/$b" "$ctx/$b"
 done
-docker build -q -t weft:playground -f "$here/Dockerfile" "$ctx" >/dev/null
-echo "built weft:playground"
+docker build -q -t "weft:$tag" -f "$here/Dockerfile" "$ctx" >/dev/null
+echo "built weft:$tag"
 
 # A minimal root for the init image: the iptables multi-call binaries with their shared
 # libraries, the extension modules they load at run time, and the names iptables is called by.
@@ -60,5 +62,5 @@ for name in iptables ip6tables iptables-save ip6tables-save iptables-restore ip6
   [ -n "$nft" ] && ln -sf "$nft" "$rootfs/usr/sbin/${name/tables/tables-nft}"
   [ -n "$legacy" ] && ln -sf "$legacy" "$rootfs/usr/sbin/${name/tables/tables-legacy}"
 done
-docker build -q -t weft-init:playground -f "$here/Dockerfile.init-local" "$ctx" >/dev/null
-echo "built weft-init:playground"
+docker build -q -t "weft-init:$tag" -f "$here/Dockerfile.init-local" "$ctx" >/dev/null
+echo "built weft-init:$tag"

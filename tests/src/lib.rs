@@ -4,4 +4,7 @@
 pub mod apps;
 pub mod attack;
 pub mod harness;
+pub mod kube_api;
+pub mod kubelet;
 pub mod netns;
+pub mod webhook_client;

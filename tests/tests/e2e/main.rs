@@ -4,6 +4,7 @@
 mod bench;
 mod compose;
 mod core;
+mod kubernetes;
 mod playground;
 mod resilience;
 mod security;

@@ -1,0 +1,79 @@
+//! The namespace, the controller's service account and the least RBAC it needs (reading
+//! namespaces, for the webhook's `weft.io/inject` lookups), the CA Secret and the ConfigMaps.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::ByteString;
+
+use super::{meta, InstallOptions, CA_SECRET, CONTROLLER, INJECTOR_CONFIGMAP, MESH_CONFIGMAP, TRUST_ANCHOR_CONFIGMAP};
+use crate::names;
+use crate::yaml_emit::to_yaml;
+
+pub fn namespace() -> Namespace {
+    let mut m = meta(names::MESH_NAMESPACE, false);
+    let labels = m.labels.get_or_insert_with(BTreeMap::new);
+    labels.insert(names::ADMISSION_WEBHOOKS_LABEL.into(), "disabled".into());
+    // The controller runs under the restricted Pod Security Standard; nothing else belongs here.
+    labels.insert("pod-security.kubernetes.io/enforce".into(), "restricted".into());
+    m.annotations = Some([(names::INJECT.to_string(), "disabled".to_string())].into());
+    Namespace { metadata: m, ..Default::default() }
+}
+
+pub fn service_account() -> ServiceAccount {
+    ServiceAccount { metadata: meta(CONTROLLER, true), ..Default::default() }
+}
+
+pub fn cluster_role() -> ClusterRole {
+    ClusterRole {
+        metadata: meta(CONTROLLER, false),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["namespaces".into()]),
+            verbs: vec!["get".into()],
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+pub fn cluster_role_binding() -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: meta(CONTROLLER, false),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: CONTROLLER.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: CONTROLLER.into(),
+            namespace: Some(names::MESH_NAMESPACE.into()),
+            ..Default::default()
+        }]),
+    }
+}
+
+pub fn ca_secret(o: &InstallOptions) -> Secret {
+    let data: BTreeMap<String, ByteString> = [
+        ("ca.crt".to_string(), ByteString(o.ca_cert_pem.clone().into_bytes())),
+        ("ca.key".to_string(), ByteString(o.ca_key_pem.clone().into_bytes())),
+    ]
+    .into();
+    Secret { metadata: meta(CA_SECRET, true), type_: Some("Opaque".into()), data: Some(data), ..Default::default() }
+}
+
+fn config_map(name: &str, key: &str, value: String) -> ConfigMap {
+    ConfigMap { metadata: meta(name, true), data: Some([(key.to_string(), value)].into()), ..Default::default() }
+}
+
+/// The trust anchor, the injector's settings and the mesh file.
+pub fn config_maps(o: &InstallOptions) -> Vec<ConfigMap> {
+    let settings = to_yaml(&serde_norway::to_value(&o.settings).expect("settings serialize"));
+    vec![
+        config_map(TRUST_ANCHOR_CONFIGMAP, "ca.crt", o.ca_cert_pem.clone()),
+        config_map(INJECTOR_CONFIGMAP, "settings.yaml", settings),
+        config_map(MESH_CONFIGMAP, "mesh.yaml", o.mesh_yaml.clone()),
+    ]
+}

@@ -1,0 +1,12 @@
+//! Kubernetes, part 1 (issue #11): sidecar injection through both doors — `weft inject` and the
+//! controller's admission webhook — against golden files, schema validation of everything we
+//! render, the webhook over HTTPS with a test API server, injected pods run in Docker the way a
+//! kubelet would, and a real-cluster test when `WEFT_TEST_KUBECONFIG` names one.
+
+mod cluster;
+mod golden;
+mod install;
+mod pods;
+mod schema;
+mod support;
+mod webhook;

@@ -1,0 +1,98 @@
+//! `weft install`: byte-stable with `--ca-dir`, a generated CA said so on stderr, every setting
+//! listed in `--help`, and the objects the issue asks for.
+
+use weft_tests::harness::TestDir;
+
+use super::support::{weft, yaml_docs};
+
+#[test]
+fn install_is_byte_stable_and_complete() {
+    let dir = TestDir::new("install");
+    let ca = dir.path().join("ca").display().to_string();
+    assert_eq!(weft(&["ca", "init", "--dir", &ca, "--trust-domain", "prod.example"], None).code, 0);
+    let a = weft(&["install", "--ca-dir", &ca], None);
+    let b = weft(&["install", "--ca-dir", &ca], None);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    assert_eq!(a.stdout, b.stdout, "the same CA and settings render the same bytes");
+    assert!(a.stderr.is_empty(), "nothing to say with --ca-dir: {}", a.stderr);
+
+    let docs = yaml_docs(&a.stdout);
+    let kinds: Vec<String> = docs
+        .iter()
+        .map(|d| format!("{}/{}", d["kind"].as_str().unwrap(), d["metadata"]["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace/weft-system",
+            "ServiceAccount/weft-controller",
+            "ClusterRole/weft-controller",
+            "ClusterRoleBinding/weft-controller",
+            "Secret/weft-ca",
+            "ConfigMap/weft-trust-anchor",
+            "ConfigMap/weft-injector",
+            "ConfigMap/weft-mesh",
+            "Service/weft-controller",
+            "Deployment/weft-controller",
+            "PodDisruptionBudget/weft-controller",
+            "MutatingWebhookConfiguration/weft-proxy-injector",
+        ]
+    );
+    let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap();
+    // The least RBAC: reading namespaces, nothing else.
+    assert_eq!(
+        find("ClusterRole")["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}])
+    );
+    assert!(find("ConfigMap")["data"]["ca.crt"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
+    let mesh = &docs.iter().find(|d| d["metadata"]["name"] == "weft-mesh").unwrap()["data"]["mesh.yaml"];
+    assert!(mesh.as_str().unwrap().contains("trust_domain: prod.example"), "{mesh}");
+    let hook = &find("MutatingWebhookConfiguration")["webhooks"][0];
+    assert_eq!(
+        hook["namespaceSelector"]["matchExpressions"][0]["values"],
+        serde_json::json!(["kube-system", "weft-system"])
+    );
+    assert_eq!(hook["namespaceSelector"]["matchExpressions"][1]["key"], "weft.io/admission-webhooks");
+    assert_eq!(hook["sideEffects"], "None");
+    assert!(hook["timeoutSeconds"].as_i64().unwrap() <= 10);
+    assert!(!hook["clientConfig"]["caBundle"].as_str().unwrap().is_empty());
+    let deploy = find("Deployment");
+    assert_eq!(deploy["spec"]["replicas"], 1);
+    let sc = &deploy["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+
+    // Without --ca-dir: a new CA, and stderr says so.
+    let fresh = weft(&["install"], None);
+    assert_eq!(fresh.code, 0);
+    assert!(fresh.stderr.contains("generated a new CA"), "{}", fresh.stderr);
+    assert_ne!(fresh.stdout, a.stdout);
+
+    // --help lists every setting.
+    let help = weft(&["install", "--help"], None).stdout;
+    for (name, _) in weft_inject::settings::OVERRIDES.iter().filter(|(n, _)| !matches!(*n, "service" | "await-binary"))
+    {
+        assert!(help.contains(&format!("--{name}")), "--help does not list --{name}");
+    }
+    for flag in [
+        "--ca-dir",
+        "--mesh",
+        "--replicas",
+        "--controller-image",
+        "--webhook-failure-policy",
+        "--controller",
+        "--image-pull-policy",
+    ] {
+        assert!(help.contains(flag), "--help does not list {flag}");
+    }
+
+    // A setting reaches the injector's ConfigMap, and a bad one is refused with its name.
+    let tuned = weft(&["install", "--ca-dir", &ca, "--proxy-log-level", "debug", "--native-sidecar", "false"], None);
+    let settings = yaml_docs(&tuned.stdout).into_iter().find(|d| d["metadata"]["name"] == "weft-injector").unwrap();
+    let settings = settings["data"]["settings.yaml"].as_str().unwrap().to_string();
+    assert!(settings.contains("proxy-log-level: debug") && settings.contains("native-sidecar: false"), "{settings}");
+    let bad = weft(&["install", "--ca-dir", &ca, "--proxy-memory-limit", "lots"], None);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("proxy-memory-limit"), "{}", bad.stderr);
+}
