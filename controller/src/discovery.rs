@@ -17,13 +17,27 @@ use weft_certs::{ServiceKey, SpiffeId};
 use weft_proto::types;
 use weft_proto::v1 as pb;
 
-use crate::grpc::PeerInfo;
+use crate::connections::PeerInfo;
 use crate::registry::Registration;
 use crate::snapshot::{Snapshot, DIRECTORY_NAME};
 use crate::state::MeshState;
 
 /// How long a new stream may take to send its first (registration) message.
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether an endpoints or directory resource has no entries.
+fn is_empty(r: &pb::Resource) -> bool {
+    match &r.body {
+        Some(pb::resource::Body::Endpoints(e)) => e.endpoints.is_empty(),
+        Some(pb::resource::Body::Directory(d)) => d.entries.is_empty(),
+        _ => false,
+    }
+}
+
+/// The version a proxy holds after a merge of `version`: never equal to a real one.
+fn merge_version(version: &str) -> String {
+    format!("merged-{version}")
+}
 
 /// What a request from the proxy meant.
 #[derive(Debug, PartialEq)]
@@ -107,7 +121,9 @@ impl SessionState {
 
     /// The responses that bring the proxy up to `snap`. While the restart hold-down is in force,
     /// resources the proxy held before are not removed, and registry-derived ones (endpoints,
-    /// directory) are not replaced: the proxies they describe may not have reconnected yet.
+    /// directory) are only added to (a `merge` response): the proxies they describe may not have
+    /// reconnected yet, while new ones are announced at once. The authoritative sets follow when
+    /// the hold-down ends.
     pub fn diff(&mut self, snap: &Snapshot, holddown: bool) -> Vec<pb::DiscoveryResponse> {
         let mut out = Vec::new();
         for t in types::ALL {
@@ -117,12 +133,18 @@ impl SessionState {
             let frozen = |name: &str| holddown && held.contains(name);
             let sent = &self.sent[t];
             let mut changed = Vec::new();
+            let mut merged = false;
             for (name, r) in current {
                 if !self.wants(t, name) || sent.get(name) == Some(&r.version) {
                     continue;
                 }
                 if frozen(name) && t != types::SERVICE {
-                    continue;
+                    // A merge adds entries: an empty set adds nothing, and one merged already
+                    // needs no repeat.
+                    if is_empty(r) || sent.get(name) == Some(&merge_version(&r.version)) {
+                        continue;
+                    }
+                    merged = true;
                 }
                 changed.push((**r).clone());
             }
@@ -136,7 +158,9 @@ impl SessionState {
             }
             let sent = self.sent.get_mut(t).expect("every type has a map");
             for r in &changed {
-                sent.insert(r.name.clone(), r.version.clone());
+                // What a merge leaves at the proxy is not that version: the full set is due later.
+                let version = if merged { merge_version(&r.version) } else { r.version.clone() };
+                sent.insert(r.name.clone(), version);
             }
             for name in &removed {
                 sent.remove(name);
@@ -152,6 +176,7 @@ impl SessionState {
                 nonce,
                 resources: changed,
                 removed,
+                merge: merged,
             });
         }
         out
@@ -649,7 +674,8 @@ mod tests {
         let mut ss = session(2, &foo, &initial);
         ss.on_request(&subscribe("bar"));
         let out = ss.diff(&after_restart, true);
-        assert!(out.iter().all(|r| r.resources.is_empty() && r.removed.is_empty()), "held endpoints stay: {out:?}");
+        assert!(out.iter().all(|r| r.removed.is_empty()), "held endpoints stay: {out:?}");
+        assert!(out.iter().all(|r| r.resources.is_empty() || r.merge), "only merges during hold-down: {out:?}");
         // bar reconnects during the hold-down: the content is the same again, nothing to send.
         let back = snapshot(2, MESH, &[foo.clone(), bar1]);
         assert!(ss.diff(&back, true).is_empty());
@@ -657,6 +683,32 @@ mod tests {
         let out = ss.diff(&after_restart, false);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].type_url, types::ENDPOINTS);
+    }
+
+    #[test]
+    fn during_the_holddown_a_new_endpoint_is_added_at_once_and_the_held_ones_stay() {
+        let foo = workload("foo", "foo-1", "127.0.0.1:4143");
+        let bar1 = workload("bar", "bar-1", "127.0.0.1:4144");
+        let bar2 = workload("bar", "bar-2", "127.0.0.2:4144");
+        let mut first = session(1, &foo, &BTreeMap::new());
+        first.on_request(&subscribe("bar"));
+        first.diff(&snapshot(1, MESH, &[foo.clone(), bar1.clone()]), false);
+        let initial: BTreeMap<String, pb::ResourceVersions> =
+            first.sent.iter().map(|(t, v)| (t.to_string(), pb::ResourceVersions { versions: v.clone() })).collect();
+        // After a restart, a new bar instance registers before bar-1 reconnects.
+        let mut ss = session(2, &foo, &initial);
+        ss.on_request(&subscribe("bar"));
+        let out = ss.diff(&snapshot(2, MESH, &[foo.clone(), bar2.clone()]), true);
+        let eps = out.iter().find(|r| r.type_url == types::ENDPOINTS).expect("the new endpoint is sent at once");
+        assert!(eps.merge && eps.removed.is_empty());
+        match &eps.resources[0].body {
+            Some(pb::resource::Body::Endpoints(e)) => assert_eq!(e.endpoints[0].instance, "bar-2"),
+            other => panic!("{other:?}"),
+        }
+        // When the hold-down ends, the authoritative set replaces the merged one.
+        let out = ss.diff(&snapshot(3, MESH, &[foo, bar2]), false);
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].merge);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use weft_certs::provenance::Provenance;
 use weft_certs::{CaError, SpiffeId};
 use weft_proto::v1 as pb;
 
-use crate::grpc::PeerInfo;
+use crate::connections::PeerInfo;
 use crate::state::MeshState;
 
 pub struct IdentityService {

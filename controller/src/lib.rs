@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod connections;
 pub mod discovery;
 pub mod grpc;
 pub mod identity;

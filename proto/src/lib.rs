@@ -14,6 +14,7 @@ pub mod demo {
 }
 
 pub mod contract;
+pub mod defaults;
 pub mod duration;
 
 /// Type URLs of the discovery resource types.

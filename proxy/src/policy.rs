@@ -108,20 +108,42 @@ pub struct BreakerConfig {
 }
 
 impl Default for BreakerConfig {
+    /// The contract's defaults (`weft_proto::defaults`), as the controller fills them in.
     fn default() -> Self {
+        Self::compile(&weft_proto::defaults::circuit_breaker())
+    }
+}
+
+impl BreakerConfig {
+    fn compile(cb: &pb::CircuitBreaker) -> Self {
+        let ms = Duration::from_millis;
+        let o = cb.outlier.unwrap_or_else(weft_proto::defaults::outlier);
         Self {
-            max_connections: 1024,
-            max_requests: 1024,
-            max_pending: 0,
-            max_concurrent_retries: 3,
+            max_connections: cb.max_connections.max(1),
+            max_requests: cb.max_requests.max(1),
+            max_pending: cb.max_pending,
+            max_concurrent_retries: cb.max_concurrent_retries,
             outlier: OutlierConfig {
-                enabled: true,
-                consecutive_failures: 5,
-                base_ejection: Duration::from_secs(30),
-                max_ejection: Duration::from_secs(300),
-                max_ejected_percent: 50,
+                enabled: o.enabled,
+                consecutive_failures: o.consecutive_failures.max(1),
+                base_ejection: ms(o.base_ejection_ms.max(1)),
+                max_ejection: ms(o.max_ejection_ms.max(o.base_ejection_ms).max(1)),
+                max_ejected_percent: o.max_ejected_percent.min(100),
             },
         }
+    }
+}
+
+impl BudgetConfig {
+    fn compile(b: &pb::RetryBudget) -> Self {
+        Self { ratio: b.ratio, min_per_second: b.min_per_second, window: Duration::from_millis(b.window_ms) }
+    }
+}
+
+impl Default for BudgetConfig {
+    /// The contract's default budget (`weft_proto::defaults`).
+    fn default() -> Self {
+        Self::compile(&weft_proto::defaults::retry_budget())
     }
 }
 
@@ -200,8 +222,7 @@ impl Policy {
                             other => return Err(format!("unknown retry condition {other:?}")),
                         }
                     }
-                    let budget =
-                        rt.budget.unwrap_or(pb::RetryBudget { ratio: 0.2, min_per_second: 10, window_ms: 10_000 });
+                    let budget = rt.budget.unwrap_or_else(weft_proto::defaults::retry_budget);
                     if !(0.0..=100.0).contains(&budget.ratio) || budget.window_ms == 0 {
                         return Err("invalid retry budget".into());
                     }
@@ -211,11 +232,7 @@ impl Policy {
                         per_try_timeout: (rt.per_try_timeout_ms > 0).then(|| ms(rt.per_try_timeout_ms)),
                         backoff_base: ms(rt.backoff_base_ms.max(1)),
                         backoff_max: ms(rt.backoff_max_ms.max(rt.backoff_base_ms).max(1)),
-                        budget: BudgetConfig {
-                            ratio: budget.ratio,
-                            min_per_second: budget.min_per_second,
-                            window: ms(budget.window_ms),
-                        },
+                        budget: BudgetConfig::compile(&budget),
                     })
                 }
             };
@@ -250,29 +267,7 @@ impl Policy {
             let policy = compile_route(&r.policy.clone().unwrap_or_default())?;
             routes.push((RouteMatch { path_prefix: m.path_prefix, method: m.method, headers }, policy));
         }
-        let breaker = match &src.circuit_breaker {
-            None => BreakerConfig::default(),
-            Some(cb) => {
-                let d = BreakerConfig::default();
-                let o = cb.outlier;
-                BreakerConfig {
-                    max_connections: cb.max_connections.max(1),
-                    max_requests: cb.max_requests.max(1),
-                    max_pending: cb.max_pending,
-                    max_concurrent_retries: cb.max_concurrent_retries,
-                    outlier: match o {
-                        None => d.outlier,
-                        Some(o) => OutlierConfig {
-                            enabled: o.enabled,
-                            consecutive_failures: o.consecutive_failures.max(1),
-                            base_ejection: ms(o.base_ejection_ms.max(1)),
-                            max_ejection: ms(o.max_ejection_ms.max(o.base_ejection_ms).max(1)),
-                            max_ejected_percent: o.max_ejected_percent.min(100),
-                        },
-                    },
-                }
-            }
-        };
+        let breaker = src.circuit_breaker.as_ref().map_or_else(BreakerConfig::default, BreakerConfig::compile);
         Ok(Self {
             source: src.clone(),
             name: src.name.clone(),

@@ -28,11 +28,7 @@ impl Default for ServiceRuntime {
     fn default() -> Self {
         Self {
             breaker: Arc::new(Breaker::default()),
-            budget: RetryBudget::new(crate::policy::BudgetConfig {
-                ratio: 0.2,
-                min_per_second: 10,
-                window: std::time::Duration::from_secs(10),
-            }),
+            budget: RetryBudget::new(crate::policy::BudgetConfig::default()),
         }
     }
 }
@@ -173,7 +169,7 @@ impl MeshView {
                         let svc =
                             next.services.get(&r.name).map(|s| (**s).clone()).unwrap_or_else(|| Service::new(&r.name));
                         // Keep the runtime state of endpoints that stay.
-                        let merged: Vec<Arc<Endpoint>> = eps
+                        let mut merged: Vec<Arc<Endpoint>> = eps
                             .into_iter()
                             .map(|e| {
                                 svc.endpoints
@@ -188,6 +184,16 @@ impl MeshView {
                                     .unwrap_or_else(|| Arc::new(e))
                             })
                             .collect();
+                        // A restarted controller's hold-down: what is held stays, the new is added.
+                        if resp.merge {
+                            let kept: Vec<Arc<Endpoint>> = svc
+                                .endpoints
+                                .iter()
+                                .filter(|old| !merged.iter().any(|n| n.same_as(old)))
+                                .cloned()
+                                .collect();
+                            merged.extend(kept);
+                        }
                         next.services.insert(
                             r.name.clone(),
                             Arc::new(Service { endpoints: Arc::from(merged), endpoints_known: true, ..svc }),
@@ -195,15 +201,23 @@ impl MeshView {
                     })
                 }
                 (types::DIRECTORY, Some(pb::resource::Body::Directory(d))) => {
-                    next.directory =
-                        Arc::new(d.entries.iter().map(|e| (e.address.clone(), e.service.clone())).collect());
+                    let entries = d.entries.iter().map(|e| (e.address.clone(), e.service.clone()));
+                    next.directory = Arc::new(if resp.merge {
+                        let mut held = (*next.directory).clone();
+                        held.extend(entries);
+                        held
+                    } else {
+                        entries.collect()
+                    });
                     Ok(())
                 }
                 (t, _) => Err(format!("resource {} has no body of type {t}", r.name)),
             };
             match result {
                 Ok(()) => {
-                    held.insert(r.name.clone(), r.version.clone());
+                    // After a merge the proxy holds more than that version: never claim it.
+                    let version = if resp.merge { format!("merged-{}", r.version) } else { r.version.clone() };
+                    held.insert(r.name.clone(), version);
                 }
                 Err(e) => rejected.push((r.name.clone(), e)),
             }
@@ -294,6 +308,7 @@ mod tests {
                 })),
             }],
             removed: vec![],
+            merge: false,
         }
     }
 
@@ -309,6 +324,21 @@ mod tests {
         assert_eq!(v.services["bar"].endpoints.len(), 2);
         assert_eq!(v.held[types::ENDPOINTS]["bar"], "v2");
         assert_eq!(v.accepted[types::ENDPOINTS], "2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_merge_adds_endpoints_and_keeps_the_held_ones() {
+        let v = MeshView::default();
+        let (v, _) = v.apply(&endpoints_response("1", "bar", &[("127.0.0.1:1", "")]));
+        let mut merge = endpoints_response("2", "bar", &[("127.0.0.1:2", "")]);
+        merge.merge = true;
+        let (v, _) = v.apply(&merge);
+        let mut ports: Vec<u16> = v.services["bar"].endpoints.iter().map(|e| e.addr.port()).collect();
+        ports.sort();
+        assert_eq!(ports, [1, 2]);
+        // The authoritative set then replaces it.
+        let (v, _) = v.apply(&endpoints_response("3", "bar", &[("127.0.0.1:2", "")]));
+        assert_eq!(v.services["bar"].endpoints.len(), 1);
     }
 
     #[test]

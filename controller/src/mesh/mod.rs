@@ -360,7 +360,7 @@ fn ms(d: Duration) -> u64 {
 fn parse_retries(mut o: Obj, p: &mut Problems) -> pb::RetryPolicy {
     let on = o
         .strings("on", p)
-        .unwrap_or_else(|| vec!["5xx".into(), "reset".into(), "connect-failure".into(), "refused-stream".into()]);
+        .unwrap_or_else(|| weft_proto::defaults::RETRY_ON.iter().map(|c| c.to_string()).collect());
     for c in &on {
         if !RETRY_CONDITIONS.contains(&c.as_str()) {
             p.add(&o.child_path("on"), format!("{c:?} is not one of {}", RETRY_CONDITIONS.join(", ")));
@@ -378,9 +378,12 @@ fn parse_retries(mut o: Obj, p: &mut Problems) -> pb::RetryPolicy {
     if on.iter().any(|c| c == "retriable-status-codes") && status_codes.is_empty() {
         p.add(&o.child_path("status_codes"), "retriable-status-codes needs at least one status code");
     }
-    let max_retries = o.int_in("max_retries", 0..=100, p).unwrap_or(1) as u32;
+    let max_retries = o.int_in("max_retries", 0..=100, p).unwrap_or(u64::from(weft_proto::defaults::MAX_RETRIES)) as u32;
     let per_try_timeout = o.duration("per_try_timeout", p);
-    let (mut base, mut max) = (Duration::from_millis(25), Duration::from_millis(250));
+    let (mut base, mut max) = (
+        Duration::from_millis(weft_proto::defaults::BACKOFF_BASE_MS),
+        Duration::from_millis(weft_proto::defaults::BACKOFF_MAX_MS),
+    );
     if let Some(mut b) = o.obj("backoff", p) {
         base = b.duration("base", p).unwrap_or(base);
         max = b.duration("max", p).unwrap_or(max.max(base));
@@ -398,7 +401,8 @@ fn parse_retries(mut o: Obj, p: &mut Problems) -> pb::RetryPolicy {
                 p.add(&b.child_path("ratio"), "must be between 0 and 100");
             }
         }
-        budget.min_per_second = b.int_in("min_per_second", 0..=1_000_000, p).unwrap_or(10) as u32;
+        budget.min_per_second =
+            b.int_in("min_per_second", 0..=1_000_000, p).map_or(budget.min_per_second, |v| v as u32);
         if let Some(w) = b.duration("window", p) {
             if w < Duration::from_secs(1) || w > Duration::from_secs(60) {
                 p.add(&b.child_path("window"), "must be between 1s and 60s");
@@ -420,31 +424,8 @@ fn parse_retries(mut o: Obj, p: &mut Problems) -> pb::RetryPolicy {
     }
 }
 
-/// Linkerd's default: retries up to 20 % of requests plus 10 per second, over a 10 s window.
-pub fn default_budget() -> pb::RetryBudget {
-    pb::RetryBudget { ratio: 0.2, min_per_second: 10, window_ms: 10_000 }
-}
-
-/// Envoy's per-upstream limits, and outlier ejection on by default.
-pub fn default_circuit_breaker() -> pb::CircuitBreaker {
-    pb::CircuitBreaker {
-        max_connections: 1024,
-        max_requests: 1024,
-        max_pending: 0,
-        max_concurrent_retries: 3,
-        outlier: Some(default_outlier()),
-    }
-}
-
-fn default_outlier() -> pb::Outlier {
-    pb::Outlier {
-        enabled: true,
-        consecutive_failures: 5,
-        base_ejection_ms: 30_000,
-        max_ejection_ms: 300_000,
-        max_ejected_percent: 50,
-    }
-}
+pub use weft_proto::defaults::{circuit_breaker as default_circuit_breaker, retry_budget as default_budget};
+use weft_proto::defaults::outlier as default_outlier;
 
 fn parse_circuit_breaker(mut o: Obj, p: &mut Problems) -> pb::CircuitBreaker {
     let d = default_circuit_breaker();
