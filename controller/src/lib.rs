@@ -100,6 +100,13 @@ pub async fn run(
         discovery::DiscoveryService { state: state.clone() },
     );
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn({
+        let registry = state.metrics.registry.clone();
+        async move {
+            registry.upkeep_loop().await;
+            Ok(())
+        }
+    });
     let grpc_metrics = state.metrics.clone();
     tasks.spawn(async move { grpc::serve(grpc_listener, tls_config, router, grpc_metrics).await });
     tasks.spawn({

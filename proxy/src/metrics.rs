@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weft_telemetry::metrics::LATENCY_BUCKETS;
 use weft_telemetry::{Counter, CounterVec, GaugeVec, Histogram, HistogramVec, Registry};
 
 #[derive(Clone)]
@@ -40,7 +39,6 @@ impl ProxyMetrics {
                 "weft_request_duration_seconds",
                 "Time from request to response headers.",
                 &["direction", "service", "namespace"],
-                LATENCY_BUCKETS,
             ),
             retries: r.counter(
                 "weft_retries_total",
@@ -127,8 +125,8 @@ pub fn status_str(code: u16) -> &'static str {
 /// histogram are looked up once, not per request.
 pub struct RequestSeries {
     requests: CounterVec,
-    ok: Arc<Counter>,
-    duration: Arc<Histogram>,
+    ok: Counter,
+    duration: Histogram,
     labels: [String; 5],
 }
 

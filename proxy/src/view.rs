@@ -26,10 +26,7 @@ pub struct ServiceRuntime {
 
 impl Default for ServiceRuntime {
     fn default() -> Self {
-        Self {
-            breaker: Arc::new(Breaker::default()),
-            budget: RetryBudget::new(crate::policy::BudgetConfig::default()),
-        }
+        Self { breaker: Arc::new(Breaker::default()), budget: RetryBudget::new(crate::policy::BudgetConfig::default()) }
     }
 }
 

@@ -1,224 +1,77 @@
-//! A small Prometheus registry: counters, gauges and histograms with labels, rendered as Prometheus
-//! text. Each process (and each test) owns its registry, unlike the `metrics` crate's global one.
+//! Metrics through the `metrics` crate and its Prometheus exporter. Each process (and each test)
+//! owns a [`Registry`]: its own exporter recorder — not the crate's global one, so that two proxies
+//! in one test process never share counters — rendered by Weft's own admin server. Families are
+//! declared once with their help text and label names; `with(values)` hands out a series' handle,
+//! which callers on the request path keep, so that a request does no lookup.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// Buckets for request latency in seconds: fine at the low end, where a proxy's cost shows.
 pub const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-#[derive(Default, Debug)]
-pub struct Counter(AtomicU64);
+/// How often histogram samples are folded into their buckets when nobody scrapes: the exporter
+/// keeps raw samples until then, so without it an unscraped proxy would grow with its traffic.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
+
+/// A counter series.
+#[derive(Clone)]
+pub struct Counter(metrics::Counter);
 
 impl Counter {
     pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.increment(1);
     }
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.increment(n);
     }
 }
 
-#[derive(Default, Debug)]
-pub struct Gauge(AtomicI64);
+/// A gauge series.
+#[derive(Clone)]
+pub struct Gauge(metrics::Gauge);
 
 impl Gauge {
     pub fn set(&self, v: i64) {
-        self.0.store(v, Ordering::Relaxed);
+        self.0.set(v as f64);
     }
     pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.increment(1.0);
     }
     pub fn dec(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.decrement(1.0);
     }
 }
 
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    counts: Box<[AtomicU64]>,
-    /// Sum in nanoseconds (integer, so it can be atomic).
-    sum_nanos: AtomicU64,
-    count: AtomicU64,
-}
+/// A histogram series (of durations, in seconds).
+#[derive(Clone)]
+pub struct Histogram(metrics::Histogram);
 
 impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            counts: (0..bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_nanos: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, d: std::time::Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.sum_nanos.fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+    pub fn observe(&self, d: Duration) {
+        self.0.record(d.as_secs_f64());
     }
 }
 
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram(&'static [f64]),
-}
-
-#[derive(Clone)]
-enum Series {
-    Counter(Arc<Counter>),
-    Gauge(Arc<Gauge>),
-    Histogram(Arc<Histogram>),
-}
-
-/// The series whose label values share a hash: (label values, series).
-type Bucket = Vec<(Vec<String>, Series)>;
-
-/// One metric name with its labelled series.
-pub struct Family {
+/// One metric name and its label names.
+struct Family {
+    registry: Arc<Registry>,
     name: &'static str,
-    help: &'static str,
     labels: &'static [&'static str],
-    kind: Kind,
-    /// Series by a hash of their label values (a bucket holds the rare collisions).
-    series: RwLock<HashMap<u64, Bucket>>,
 }
 
 impl Family {
-    /// The series for these label values. The lookup hashes the values in place (no key is
-    /// allocated), since it runs for every request.
-    fn get_or_make(&self, values: &[&str]) -> Series {
+    fn key(&self, values: &[&str]) -> Key {
         debug_assert_eq!(values.len(), self.labels.len(), "{}: wrong label count", self.name);
-        let hash = hash_values(values);
-        let same =
-            |stored: &Vec<String>| stored.len() == values.len() && stored.iter().zip(values).all(|(a, b)| a == b);
-        if let Some(bucket) = self.series.read().unwrap_or_else(|e| e.into_inner()).get(&hash) {
-            if let Some((_, s)) = bucket.iter().find(|(k, _)| same(k)) {
-                return s.clone();
-            }
-        }
-        let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
-        let bucket = map.entry(hash).or_default();
-        if let Some((_, s)) = bucket.iter().find(|(k, _)| same(k)) {
-            return s.clone();
-        }
-        let s = match self.kind {
-            Kind::Counter => Series::Counter(Arc::default()),
-            Kind::Gauge => Series::Gauge(Arc::default()),
-            Kind::Histogram(b) => Series::Histogram(Arc::new(Histogram::new(b))),
-        };
-        bucket.push((values.iter().map(|v| v.to_string()).collect(), s.clone()));
-        s
+        let labels: Vec<Label> = self.labels.iter().zip(values).map(|(k, v)| Label::new(*k, v.to_string())).collect();
+        Key::from_parts(self.name, labels)
     }
-
-    fn render(&self, out: &mut String) {
-        let map = self.series.read().unwrap_or_else(|e| e.into_inner());
-        let mut rows: Vec<&(Vec<String>, Series)> = map.values().flatten().collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        let type_name = match self.kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram(_) => "histogram",
-        };
-        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
-        let _ = writeln!(out, "# TYPE {} {}", self.name, type_name);
-        for (values, s) in rows {
-            let labels = format_labels(self.labels, values, None);
-            match s {
-                Series::Counter(c) => {
-                    let _ = writeln!(out, "{}{} {}", self.name, labels, c.get());
-                }
-                Series::Gauge(g) => {
-                    let _ = writeln!(out, "{}{} {}", self.name, labels, g.get());
-                }
-                Series::Histogram(h) => {
-                    let mut cumulative = 0;
-                    for (i, b) in h.bounds.iter().enumerate() {
-                        cumulative += h.counts[i].load(Ordering::Relaxed);
-                        let l = format_labels(self.labels, values, Some(&format_float(*b)));
-                        let _ = writeln!(out, "{}_bucket{} {}", self.name, l, cumulative);
-                    }
-                    let count = h.count.load(Ordering::Relaxed);
-                    let l = format_labels(self.labels, values, Some("+Inf"));
-                    let _ = writeln!(out, "{}_bucket{} {}", self.name, l, count);
-                    let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-                    let _ = writeln!(out, "{}_sum{} {}", self.name, labels, sum);
-                    let _ = writeln!(out, "{}_count{} {}", self.name, labels, count);
-                }
-            }
-        }
-    }
-}
-
-/// FNV-1a over the label values, with a separator so that ("ab", "c") and ("a", "bc") differ.
-fn hash_values(values: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for v in values {
-        for b in v.bytes().chain(std::iter::once(0xff)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    }
-    h
-}
-
-fn format_float(v: f64) -> String {
-    let s = format!("{v}");
-    if s.contains('.') || s.contains('e') {
-        s
-    } else {
-        format!("{s}.0")
-    }
-}
-
-fn format_labels(names: &[&str], values: &[String], le: Option<&str>) -> String {
-    if names.is_empty() && le.is_none() {
-        return String::new();
-    }
-    let mut out = String::from("{");
-    let mut first = true;
-    for (n, v) in names.iter().zip(values) {
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        let _ = write!(out, "{n}=\"");
-        for ch in v.chars() {
-            match ch {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-    }
-    if let Some(le) = le {
-        if !first {
-            out.push(',');
-        }
-        let _ = write!(out, "le=\"{le}\"");
-    }
-    out.push('}');
-    out
 }
 
 /// A labelled counter family.
@@ -232,133 +85,153 @@ pub struct GaugeVec(Arc<Family>);
 pub struct HistogramVec(Arc<Family>);
 
 impl CounterVec {
-    pub fn with(&self, values: &[&str]) -> Arc<Counter> {
-        match self.0.get_or_make(values) {
-            Series::Counter(c) => c,
-            _ => unreachable!("counter family holds counters"),
-        }
+    /// The series with these label values (a lookup: keep the handle where it is used often).
+    pub fn with(&self, values: &[&str]) -> Counter {
+        Counter(self.0.registry.recorder.register_counter(&self.0.key(values), &METADATA))
     }
-    /// Sum over every series whose labels match all of `filter` (name, value) pairs. For tests
-    /// and summaries.
-    pub fn sum_where(&self, filter: &[(&str, &str)]) -> u64 {
-        let map = self.0.series.read().unwrap_or_else(|e| e.into_inner());
-        map.values()
-            .flatten()
-            .filter(|(vals, _)| matches_filter(self.0.labels, vals, filter))
-            .map(|(_, s)| match s {
-                Series::Counter(c) => c.get(),
-                _ => 0,
-            })
-            .sum()
-    }
-}
-
-fn matches_filter(names: &[&str], values: &[String], filter: &[(&str, &str)]) -> bool {
-    filter.iter().all(|(n, v)| names.iter().position(|x| x == n).is_some_and(|i| values[i] == *v))
 }
 
 impl GaugeVec {
-    pub fn with(&self, values: &[&str]) -> Arc<Gauge> {
-        match self.0.get_or_make(values) {
-            Series::Gauge(g) => g,
-            _ => unreachable!("gauge family holds gauges"),
-        }
-    }
-    /// Drops every series (for gauges recomputed from scratch at each update).
-    pub fn clear(&self) {
-        self.0.series.write().unwrap_or_else(|e| e.into_inner()).clear();
+    pub fn with(&self, values: &[&str]) -> Gauge {
+        Gauge(self.0.registry.recorder.register_gauge(&self.0.key(values), &METADATA))
     }
 }
 
 impl HistogramVec {
-    pub fn with(&self, values: &[&str]) -> Arc<Histogram> {
-        match self.0.get_or_make(values) {
-            Series::Histogram(h) => h,
-            _ => unreachable!("histogram family holds histograms"),
-        }
+    pub fn with(&self, values: &[&str]) -> Histogram {
+        Histogram(self.0.registry.recorder.register_histogram(&self.0.key(values), &METADATA))
     }
 }
 
-/// The set of families a process exposes on `/metrics`.
-#[derive(Default)]
+/// The metrics one process exposes on `/metrics`.
 pub struct Registry {
-    families: Mutex<Vec<Arc<Family>>>,
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
 }
 
 impl Registry {
+    /// A registry whose histograms use [`LATENCY_BUCKETS`].
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Self::with_buckets(LATENCY_BUCKETS)
     }
 
-    fn add(&self, name: &'static str, help: &'static str, labels: &'static [&'static str], kind: Kind) -> Arc<Family> {
-        let f = Arc::new(Family { name, help, labels, kind, series: RwLock::new(HashMap::new()) });
-        self.families.lock().unwrap_or_else(|e| e.into_inner()).push(f.clone());
-        f
+    pub fn with_buckets(buckets: &[f64]) -> Arc<Self> {
+        let recorder = PrometheusBuilder::new().set_buckets(buckets).expect("buckets are not empty").build_recorder();
+        let handle = recorder.handle();
+        Arc::new(Self { recorder, handle })
     }
 
-    pub fn counter(&self, name: &'static str, help: &'static str, labels: &'static [&'static str]) -> CounterVec {
-        CounterVec(self.add(name, help, labels, Kind::Counter))
+    fn family(self: &Arc<Self>, name: &'static str, labels: &'static [&'static str]) -> Arc<Family> {
+        Arc::new(Family { registry: self.clone(), name, labels })
     }
-    pub fn gauge(&self, name: &'static str, help: &'static str, labels: &'static [&'static str]) -> GaugeVec {
-        GaugeVec(self.add(name, help, labels, Kind::Gauge))
-    }
-    pub fn histogram(
-        &self,
+
+    pub fn counter(
+        self: &Arc<Self>,
         name: &'static str,
         help: &'static str,
         labels: &'static [&'static str],
-        buckets: &'static [f64],
-    ) -> HistogramVec {
-        HistogramVec(self.add(name, help, labels, Kind::Histogram(buckets)))
+    ) -> CounterVec {
+        self.recorder.describe_counter(KeyName::from(name), None, SharedString::const_str(help));
+        CounterVec(self.family(name, labels))
     }
 
-    /// Prometheus text exposition format 0.0.4.
+    pub fn gauge(
+        self: &Arc<Self>,
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> GaugeVec {
+        self.recorder.describe_gauge(KeyName::from(name), None, SharedString::const_str(help));
+        GaugeVec(self.family(name, labels))
+    }
+
+    /// A histogram family; its buckets are the registry's.
+    pub fn histogram(
+        self: &Arc<Self>,
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> HistogramVec {
+        self.recorder.describe_histogram(KeyName::from(name), Some(Unit::Seconds), SharedString::const_str(help));
+        HistogramVec(self.family(name, labels))
+    }
+
+    /// Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let families = self.families.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut out = String::with_capacity(4096);
-        for f in families {
-            f.render(&mut out);
+        self.handle.render()
+    }
+
+    /// Folds histogram samples into their buckets (see [`UPKEEP_INTERVAL`]).
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// Runs [`Registry::upkeep`] every [`UPKEEP_INTERVAL`], for the life of the process (spawn it on
+    /// the admin runtime, away from the data plane).
+    pub async fn upkeep_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.upkeep();
         }
-        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
-    fn renders_counters_gauges_and_histograms() {
-        let r = Registry::new();
+    fn renders_counters_gauges_and_histograms_with_labels_in_order() {
+        let r = Registry::with_buckets(&[0.001, 0.01]);
         let c = r.counter("weft_requests_total", "Requests.", &["direction", "status_code"]);
         c.with(&["inbound", "200"]).inc();
         c.with(&["inbound", "200"]).add(2);
         c.with(&["outbound", "503"]).inc();
         let g = r.gauge("weft_control_plane_connected", "Connected.", &[]);
         g.with(&[]).set(1);
-        let h = r.histogram("weft_request_duration_seconds", "Latency.", &["direction"], &[0.001, 0.01]);
-        h.with(&["inbound"]).observe(Duration::from_micros(500));
-        h.with(&["inbound"]).observe(Duration::from_millis(5));
-        h.with(&["inbound"]).observe(Duration::from_secs(1));
+        let h = r.histogram("weft_request_duration_seconds", "Latency.", &["direction", "service"]);
+        let series = h.with(&["inbound", "bar"]);
+        series.observe(Duration::from_micros(500));
+        series.observe(Duration::from_millis(5));
+        series.observe(Duration::from_secs(1));
         let text = r.render();
         assert!(text.contains("weft_requests_total{direction=\"inbound\",status_code=\"200\"} 3\n"), "{text}");
-        assert!(text.contains("weft_requests_total{direction=\"outbound\",status_code=\"503\"} 1\n"));
-        assert!(text.contains("# TYPE weft_request_duration_seconds histogram"));
-        assert!(text.contains("weft_request_duration_seconds_bucket{direction=\"inbound\",le=\"0.001\"} 1\n"));
-        assert!(text.contains("weft_request_duration_seconds_bucket{direction=\"inbound\",le=\"0.01\"} 2\n"));
-        assert!(text.contains("weft_request_duration_seconds_bucket{direction=\"inbound\",le=\"+Inf\"} 3\n"));
-        assert!(text.contains("weft_request_duration_seconds_count{direction=\"inbound\"} 3\n"));
-        assert!(text.contains("weft_control_plane_connected 1\n"));
-        assert_eq!(c.sum_where(&[("direction", "inbound")]), 3);
-        assert_eq!(c.sum_where(&[]), 4);
+        assert!(text.contains("weft_requests_total{direction=\"outbound\",status_code=\"503\"} 1\n"), "{text}");
+        assert!(text.contains("# TYPE weft_request_duration_seconds histogram"), "{text}");
+        assert!(text.contains("# HELP weft_requests_total Requests."), "{text}");
+        assert!(
+            text.contains(
+                "weft_request_duration_seconds_bucket{direction=\"inbound\",service=\"bar\",le=\"0.001\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(text
+            .contains("weft_request_duration_seconds_bucket{direction=\"inbound\",service=\"bar\",le=\"0.01\"} 2\n"));
+        assert!(text
+            .contains("weft_request_duration_seconds_bucket{direction=\"inbound\",service=\"bar\",le=\"+Inf\"} 3\n"));
+        assert!(text.contains("weft_request_duration_seconds_count{direction=\"inbound\",service=\"bar\"} 3\n"));
+        assert!(text.contains("weft_control_plane_connected 1\n"), "{text}");
     }
 
     #[test]
-    fn escapes_label_values() {
+    fn two_registries_never_share_a_series() {
+        let (a, b) = (Registry::new(), Registry::new());
+        a.counter("x_total", "X.", &[]).with(&[]).inc();
+        b.counter("x_total", "X.", &[]).with(&[]);
+        assert!(a.render().contains("x_total 1"));
+        assert!(b.render().contains("x_total 0"));
+    }
+
+    #[test]
+    fn upkeep_keeps_an_unscraped_histogram_from_growing() {
         let r = Registry::new();
-        let c = r.counter("x_total", "X.", &["v"]);
-        c.with(&["a\"b\\c\nd"]).inc();
-        assert!(r.render().contains("x_total{v=\"a\\\"b\\\\c\\nd\"} 1"));
+        let h = r.histogram("lat_seconds", "L.", &[]).with(&[]);
+        for _ in 0..10_000 {
+            h.observe(Duration::from_millis(1));
+        }
+        r.upkeep();
+        assert!(r.render().contains("lat_seconds_count 10000"));
     }
 }

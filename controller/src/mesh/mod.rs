@@ -358,9 +358,8 @@ fn ms(d: Duration) -> u64 {
 }
 
 fn parse_retries(mut o: Obj, p: &mut Problems) -> pb::RetryPolicy {
-    let on = o
-        .strings("on", p)
-        .unwrap_or_else(|| weft_proto::defaults::RETRY_ON.iter().map(|c| c.to_string()).collect());
+    let on =
+        o.strings("on", p).unwrap_or_else(|| weft_proto::defaults::RETRY_ON.iter().map(|c| c.to_string()).collect());
     for c in &on {
         if !RETRY_CONDITIONS.contains(&c.as_str()) {
             p.add(&o.child_path("on"), format!("{c:?} is not one of {}", RETRY_CONDITIONS.join(", ")));
@@ -378,7 +377,8 @@ fn parse_retries(mut o: Obj, p: &mut Problems) -> pb::RetryPolicy {
     if on.iter().any(|c| c == "retriable-status-codes") && status_codes.is_empty() {
         p.add(&o.child_path("status_codes"), "retriable-status-codes needs at least one status code");
     }
-    let max_retries = o.int_in("max_retries", 0..=100, p).unwrap_or(u64::from(weft_proto::defaults::MAX_RETRIES)) as u32;
+    let max_retries =
+        o.int_in("max_retries", 0..=100, p).unwrap_or(u64::from(weft_proto::defaults::MAX_RETRIES)) as u32;
     let per_try_timeout = o.duration("per_try_timeout", p);
     let (mut base, mut max) = (
         Duration::from_millis(weft_proto::defaults::BACKOFF_BASE_MS),
@@ -424,8 +424,8 @@ fn parse_retries(mut o: Obj, p: &mut Problems) -> pb::RetryPolicy {
     }
 }
 
-pub use weft_proto::defaults::{circuit_breaker as default_circuit_breaker, retry_budget as default_budget};
 use weft_proto::defaults::outlier as default_outlier;
+pub use weft_proto::defaults::{circuit_breaker as default_circuit_breaker, retry_budget as default_budget};
 
 fn parse_circuit_breaker(mut o: Obj, p: &mut Problems) -> pb::CircuitBreaker {
     let d = default_circuit_breaker();

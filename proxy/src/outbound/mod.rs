@@ -126,18 +126,19 @@ where
 }
 
 /// Keeps `weft_tcp_connections_open{direction}` right for the life of a connection.
-pub struct OpenGauge(weft_telemetry::metrics::GaugeVec, &'static str);
+pub struct OpenGauge(weft_telemetry::Gauge);
 
 impl OpenGauge {
     pub fn new(ctx: &ProxyContext, direction: &'static str) -> Self {
-        ctx.metrics.tcp_open.with(&[direction]).inc();
-        Self(ctx.metrics.tcp_open.clone(), direction)
+        let gauge = ctx.metrics.tcp_open.with(&[direction]);
+        gauge.inc();
+        Self(gauge)
     }
 }
 
 impl Drop for OpenGauge {
     fn drop(&mut self) {
-        self.0.with(&[self.1]).dec();
+        self.0.dec();
     }
 }
 
