@@ -12,10 +12,10 @@ use weft_certs::{IdentityStore, TrustBundle};
 use weft_proto::types;
 
 use crate::config::ProxyConfig;
-use crate::metrics::ProxyMetrics;
-use crate::pool::peer::PeerPool;
-use crate::pool::plain::PlainClient;
-use crate::view::MeshView;
+use crate::telemetry::metrics::ProxyMetrics;
+use crate::net::pool::peer::PeerPool;
+use crate::net::pool::plain::PlainClient;
+use crate::state::MeshView;
 
 pub struct ProxyContext {
     pub cfg: ProxyConfig,
@@ -40,7 +40,7 @@ pub struct ProxyContext {
     /// Requests from peers in progress, bounded by `--max-inbound-requests`.
     pub inbound_requests: ConcurrencyLimit,
     /// The own service's policy from the current view.
-    pub own_policy: arc_swap::ArcSwapOption<crate::policy::Policy>,
+    pub own_policy: arc_swap::ArcSwapOption<crate::state::policy::Policy>,
 }
 
 /// A bound on things in progress that never waits: past it, the caller is refused at once. (A
@@ -85,7 +85,7 @@ impl ProxyContext {
     }
 
     /// This workload's own policy, if held (looked up once per config update, not per request).
-    pub fn own_policy(&self) -> Option<Arc<crate::policy::Policy>> {
+    pub fn own_policy(&self) -> Option<Arc<crate::state::policy::Policy>> {
         self.own_policy.load_full()
     }
 
@@ -234,43 +234,4 @@ impl Drain {
 /// Resolves once draining has started.
 pub async fn drained(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|d| *d).await;
-}
-
-/// A context for tests that need one (no controller, no listeners).
-#[cfg(test)]
-pub fn test_context() -> Arc<ProxyContext> {
-    use std::time::Duration;
-    let dir = std::env::temp_dir().join(format!("weft-ctx-test-{}-{}", std::process::id(), rand::random::<u32>()));
-    let ca = weft_certs::CertificateAuthority::init(&dir, "weft.local").expect("CA");
-    let bundle = TrustBundle::new(vec![ca.cert_der().clone()]).expect("bundle");
-    let identity = IdentityStore::new();
-    let verifier = weft_certs::tls::SpiffeClientVerifier::new(bundle.clone(), "weft.local", true);
-    let inbound_tls = Arc::new(weft_certs::tls::server_config(identity.clone(), verifier, &[]));
-    let connector = Arc::new(crate::pool::peer::PeerConnector::new(
-        identity.clone(),
-        bundle.clone(),
-        "weft.local",
-        Duration::from_secs(1),
-    ));
-    let cfg = crate::args::Cli::try_parse_from_test();
-    let (subscribe, _) = mpsc::unbounded_channel();
-    Arc::new(ProxyContext {
-        peers: PeerPool::new(connector, 65536),
-        plain: PlainClient::new(Duration::from_secs(1), Duration::from_secs(3), 65536),
-        trust_domain: "weft.local".into(),
-        identity,
-        bundle,
-        view: ArcSwap::from_pointee(MeshView::default()),
-        metrics: ProxyMetrics::new(),
-        inbound_tls,
-        inbound_bound: "127.0.0.1:4143".parse().expect("address"),
-        subscribe,
-        subscribed: Mutex::new(HashSet::new()),
-        view_changed: tokio::sync::Notify::new(),
-        readiness: Readiness::default(),
-        drain: Drain::default(),
-        inbound_requests: ConcurrencyLimit::new(cfg.max_inbound_requests),
-        own_policy: Default::default(),
-        cfg,
-    })
 }

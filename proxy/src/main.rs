@@ -4,14 +4,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use weft_proxy::args::{Cli, Command};
+use weft_proxy::cli::args::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Await(a)) => return weft_proxy::await_cmd::main(a),
-        Some(Command::Probe(a)) => return weft_proxy::probe::main(a),
-        Some(Command::Init(a)) => return weft_proxy::init::main(a),
+        Some(Command::Await(a)) => return weft_proxy::cli::await_cmd::main(a),
+        Some(Command::Probe(a)) => return weft_proxy::cli::probe::main(a),
+        Some(Command::Init(a)) => return weft_proxy::cli::init::main(a),
         None => {}
     }
     let cfg = match cli.run.validate() {

@@ -16,10 +16,10 @@ use weft_telemetry::logging::LogLevel;
 
 use crate::config::ProxyConfig;
 use crate::context::{Drain, ProxyContext, Readiness};
-use crate::metrics::ProxyMetrics;
-use crate::pool::peer::{PeerConnector, PeerPool};
-use crate::pool::plain::PlainClient;
-use crate::view::MeshView;
+use crate::telemetry::metrics::ProxyMetrics;
+use crate::net::pool::peer::{PeerConnector, PeerPool};
+use crate::net::pool::plain::PlainClient;
+use crate::state::MeshView;
 
 /// Binds a listening socket; an unspecified IPv6 address listens on IPv4 too.
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -141,7 +141,7 @@ pub fn run(cfg: ProxyConfig, log: LogLevel) -> anyhow::Result<()> {
                 ));
             }
             for l in transparent {
-                tokio::spawn(crate::transparent::serve_outbound(
+                tokio::spawn(crate::outbound::transparent::serve_outbound(
                     data_ctx.clone(),
                     tokio::net::TcpListener::from_std(l)?,
                 ));

@@ -3,9 +3,9 @@
 
 pub mod client_body;
 pub mod deadline;
-pub mod errors;
 pub mod headers;
 pub mod replay;
+pub mod switch_protocols;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;

@@ -8,7 +8,7 @@
 //! After the first policy, a controller outage or a NACK keeps the last good one (static
 //! stability), so the check never fails open.
 
-use crate::policy::Policy;
+use crate::state::policy::Policy;
 
 /// Why a caller was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,14 +15,14 @@ use tokio::time::Instant;
 
 use super::authorize::{authorize, Refusal};
 use super::{AppTarget, Caller};
-use crate::access_log;
+use crate::telemetry::access_log;
 use crate::context::ProxyContext;
-use crate::detect::Detected;
+use crate::net::detect::Detected;
 use crate::http::client_body;
-use crate::http::errors::ProxyError;
+use crate::respond::ProxyError;
 use crate::http::headers::names;
 use crate::http::{deadline, headers, incoming, is_grpc, Body};
-use crate::policy::{Faults, Protocol};
+use crate::state::policy::{Faults, Protocol};
 
 /// Serves HTTP from `caller` on one connection, in the version it speaks.
 pub async fn serve<T>(ctx: &Arc<ProxyContext>, io: T, caller: Arc<Caller>, app: AppTarget, version: Detected)
@@ -32,8 +32,8 @@ where
     let c = ctx.clone();
     let handler = move |req| handle(c.clone(), caller.clone(), app, req);
     match version {
-        Detected::Http2 => crate::serve::http2(ctx, io, handler).await,
-        _ => crate::serve::http1(ctx, io, handler).await,
+        Detected::Http2 => crate::net::http_server::http2(ctx, io, handler).await,
+        _ => crate::net::http_server::http1(ctx, io, handler).await,
     }
 }
 
@@ -194,8 +194,8 @@ async fn upgrade_to_app(
     req: Request<Incoming>,
     app_addr: SocketAddr,
 ) -> Result<Response<Body>, ProxyError> {
-    let tcp = crate::tcp::connect(app_addr, ctx.cfg.connect_timeout)
+    let tcp = crate::net::connect::connect(app_addr, ctx.cfg.connect_timeout)
         .await
         .map_err(|e| ProxyError::AppUnavailable(format!("{app_addr}: {e}")))?;
-    crate::upgrade::forward(req, tcp, ctx.cfg.tcp_idle_timeout, true, |_| {}).await
+    crate::http::switch_protocols::forward(req, tcp, ctx.cfg.tcp_idle_timeout, true, |_| {}).await
 }

@@ -4,7 +4,8 @@
 
 pub mod authorize;
 pub mod http;
-pub mod tcp;
+pub mod opaque;
+pub mod plaintext;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use weft_certs::tls;
 
 use crate::context::{drained, ProxyContext};
-use crate::metrics::RequestSeries;
+use crate::telemetry::metrics::RequestSeries;
 use crate::outbound::OpenGauge;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,7 +79,7 @@ pub fn port_allowed(ctx: &ProxyContext, port: u16) -> bool {
 }
 
 /// This service's own policy, if held.
-pub fn own_policy(ctx: &ProxyContext) -> Option<Arc<crate::policy::Policy>> {
+pub fn own_policy(ctx: &ProxyContext) -> Option<Arc<crate::state::policy::Policy>> {
     ctx.own_policy()
 }
 
@@ -126,10 +127,10 @@ async fn connection(
         Err(_) => return,
     };
     if ctx.cfg.transparent {
-        if let Some(orig) = crate::transparent::original_dst(&stream) {
+        if let Some(orig) = crate::net::original_dst::original_dst(&stream) {
             if orig.port() != inbound_port {
                 // Redirected from an app port: a client outside the mesh.
-                crate::transparent::inbound_plaintext(ctx, stream, remote, orig).await;
+                crate::inbound::plaintext::serve(ctx, stream, remote, orig).await;
                 return;
             }
         }
@@ -160,9 +161,9 @@ async fn connection(
         fixed: false,
     };
     match alpn.as_deref() {
-        Some(tls::ALPN_H2) => http::serve(ctx, tls, caller, app, crate::detect::Detected::Http2).await,
-        Some(tls::ALPN_HTTP1) => http::serve(ctx, tls, caller, app, crate::detect::Detected::Http1).await,
-        Some(tls::ALPN_TCP) => tcp::serve(ctx, tls, caller, app).await,
+        Some(tls::ALPN_H2) => http::serve(ctx, tls, caller, app, crate::net::detect::Detected::Http2).await,
+        Some(tls::ALPN_HTTP1) => http::serve(ctx, tls, caller, app, crate::net::detect::Detected::Http1).await,
+        Some(tls::ALPN_TCP) => opaque::serve(ctx, tls, caller, app).await,
         other => {
             tracing::debug!(%remote, ?other, "inbound connection without a known ALPN; closing")
         }

@@ -13,22 +13,22 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::{Duration, Instant};
 
-use crate::access_log;
-use crate::balance::Endpoint;
+use crate::telemetry::access_log;
+use crate::state::endpoint::Endpoint;
 use crate::context::ProxyContext;
 use crate::http::client_body::{self, ClientBodyWatch};
 use crate::http::deadline;
-use crate::http::errors::ProxyError;
+use crate::respond::ProxyError;
 use crate::http::headers::{self, names};
 use crate::http::replay::{ReplayBody, MAX_REPLAY_BYTES};
 use crate::http::{incoming, is_grpc, Body};
-use crate::metrics::RequestSeries;
-use crate::outbound::retry::{self, Attempt};
-use crate::policy::{Protocol, RoutePolicy};
-use crate::pool::peer::SendError;
+use crate::telemetry::metrics::RequestSeries;
+use crate::classify::{self as retry, Attempt};
+use crate::state::policy::{Protocol, RoutePolicy};
+use crate::net::pool::peer::SendError;
 use crate::resilience::backoff::full_jitter;
 use crate::resilience::outlier::Verdict;
-use crate::view::Service;
+use crate::state::Service;
 
 /// Where an outbound request goes.
 pub struct Target {
@@ -364,7 +364,7 @@ async fn send(
                 || (ep.protocol == Protocol::Detect && !from_h1);
             match ctx.plain.send(ep.addr, h2, req).await {
                 Ok(resp) => Attempt::Response(resp),
-                Err(crate::pool::plain::PlainError::Connect(e)) => Attempt::Failed(SendError::Connect(e)),
+                Err(crate::net::pool::plain::PlainError::Connect(e)) => Attempt::Failed(SendError::Connect(e)),
                 Err(e) => Attempt::Failed(SendError::Reset(e.to_string())),
             }
         }

@@ -2,8 +2,8 @@
 //! (transparent mode) the listener iptables feeds.
 
 pub mod http;
-pub mod retry;
-pub mod tcp;
+pub mod opaque;
+pub mod transparent;
 pub mod upgrade;
 
 use std::sync::Arc;
@@ -13,9 +13,9 @@ use tokio::net::TcpListener;
 use weft_proto::contract::OPAQUE_PORTS;
 
 use crate::context::{drained, ProxyContext};
-use crate::detect::{self, Detected, Outcome, Prefixed};
-use crate::policy::Protocol;
-use crate::tcp::Relay;
+use crate::net::detect::{self, Detected, Outcome, Prefixed};
+use crate::state::policy::Protocol;
+use crate::net::relay::Relay;
 pub use http::Target;
 
 /// Accepts connections for one `--upstream NAME=ADDR` listener until the drain ends it.
@@ -86,19 +86,19 @@ where
     let first_byte = (framing == Framing::Detect).then_some(ctx.cfg.detect_timeout);
     let (detected, prefix) = match framing {
         Framing::Opaque => {
-            tcp::proxy(ctx, &mut io, &target, Relay::Plain).await;
+            opaque::proxy(ctx, &mut io, &target, Relay::Plain).await;
             return;
         }
         Framing::Http | Framing::Detect => match detect::detect(&mut io, first_byte, ctx.cfg.header_read_timeout).await
         {
             Ok(Outcome::Known(Detected::Opaque, prefix)) => {
                 let mut io = Prefixed::new(prefix, io);
-                tcp::proxy(ctx, &mut io, &target, Relay::Plain).await;
+                opaque::proxy(ctx, &mut io, &target, Relay::Plain).await;
                 return;
             }
             Ok(Outcome::Known(d, prefix)) => (d, prefix),
             // Silent: a server-speaks-first protocol, or a client that will speak later.
-            Ok(Outcome::Silent) => match tcp::proxy(ctx, &mut io, &target, Relay::Guarded).await {
+            Ok(Outcome::Silent) => match opaque::proxy(ctx, &mut io, &target, Relay::Guarded).await {
                 Some((d, held)) => (d, held),
                 None => return,
             },
@@ -120,8 +120,8 @@ where
 {
     let c = ctx.clone();
     match version {
-        Detected::Http2 => crate::serve::http2(ctx, io, move |req| http::handle(c.clone(), target.clone(), req)).await,
-        _ => crate::serve::http1(ctx, io, move |req| http::handle(c.clone(), target.clone(), req)).await,
+        Detected::Http2 => crate::net::http_server::http2(ctx, io, move |req| http::handle(c.clone(), target.clone(), req)).await,
+        _ => crate::net::http_server::http1(ctx, io, move |req| http::handle(c.clone(), target.clone(), req)).await,
     }
 }
 
@@ -148,7 +148,7 @@ where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     ctx.metrics.tcp_connections.with(&["outbound", "", "", "false", "false"]).inc();
-    let _ = crate::tcp::connect_and_relay(ctx, &mut io, dst, "outbound", Relay::Plain).await;
+    let _ = crate::net::relay::connect_and_relay(ctx, &mut io, dst, "outbound", Relay::Plain).await;
 }
 
 /// Resolves when the drain started and the grace period is over.

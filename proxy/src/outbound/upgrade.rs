@@ -10,10 +10,10 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::context::ProxyContext;
-use crate::http::errors::ProxyError;
+use crate::respond::ProxyError;
 use crate::http::{deadline, headers, Body};
 use crate::outbound::http::{dst_port, Target};
-use crate::pool::peer::Alpn;
+use crate::net::pool::peer::Alpn;
 
 pub async fn handle(
     ctx: &Arc<ProxyContext>,
@@ -41,7 +41,7 @@ pub async fn handle(
                     .connect(ep.dial(target.endpoint.map(|a| a.ip())).0, id, Alpn::Http1)
                     .await
                     .map_err(|e| ProxyError::ConnectFailed(e.to_string()))?;
-                crate::upgrade::forward(req, tls, ctx.cfg.tcp_idle_timeout, false, |parts| {
+                crate::http::switch_protocols::forward(req, tls, ctx.cfg.tcp_idle_timeout, false, |parts| {
                     headers::sanitize_upgrade_connection(&mut parts.headers);
                     headers::strip_weft(&mut parts.headers, false);
                     parts.headers.insert(crate::http::headers::names::DST_PORT, HeaderValue::from(port));
@@ -49,10 +49,10 @@ pub async fn handle(
                 .await
             }
             None => {
-                let tcp = crate::tcp::connect(ep.addr, ctx.cfg.connect_timeout)
+                let tcp = crate::net::connect::connect(ep.addr, ctx.cfg.connect_timeout)
                     .await
                     .map_err(|e| ProxyError::ConnectFailed(format!("{}: {e}", ep.addr)))?;
-                crate::upgrade::forward(req, tcp, ctx.cfg.tcp_idle_timeout, true, |parts| {
+                crate::http::switch_protocols::forward(req, tcp, ctx.cfg.tcp_idle_timeout, true, |parts| {
                     headers::sanitize_upgrade_connection(&mut parts.headers);
                     headers::strip_weft(&mut parts.headers, false)
                 })

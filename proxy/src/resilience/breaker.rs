@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::policy::BreakerConfig;
+use crate::state::policy::BreakerConfig;
 
 #[derive(Debug, Default)]
 pub struct Breaker {

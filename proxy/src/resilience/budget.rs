@@ -5,9 +5,11 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use tokio::time::{Duration, Instant};
+use tokio::time::Instant;
+#[cfg(test)]
+use tokio::time::Duration;
 
-use crate::policy::BudgetConfig;
+use crate::state::policy::BudgetConfig;
 
 const SLOTS: u32 = 10;
 
@@ -74,7 +76,8 @@ impl RetryBudget {
 }
 
 /// The most attempts a backend can see over `t` at `rate` req/s when every attempt fails: the
-/// contract's bound, for tests and documentation.
+/// contract's bound, which the tests hold the budget to.
+#[cfg(test)]
 pub fn max_attempts(rate: f64, t: Duration, cfg: &BudgetConfig) -> f64 {
     let secs = t.as_secs_f64();
     let windows = (secs / cfg.window.as_secs_f64()).ceil();

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use tokio::time::{Duration, Instant};
 
-use crate::policy::OutlierConfig;
+use crate::state::policy::OutlierConfig;
 
 /// Two flags keep the per-request path lock-free in the common case (a healthy endpoint):
 /// `ejected` mirrors whether an ejection is set, `quiet` whether there is nothing to reset on a

@@ -21,11 +21,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Install the iptables rules that send this network namespace's TCP through the proxy.
-    Init(crate::init::InitArgs),
+    Init(crate::cli::init::InitArgs),
     /// Wait for the local proxy to be ready, run CMD, exit with its status.
-    Await(crate::await_cmd::AwaitArgs),
+    Await(crate::cli::await_cmd::AwaitArgs),
     /// GET a URL and exit 0 on a 2xx answer (a healthcheck for images without curl).
-    Probe(crate::probe::ProbeArgs),
+    Probe(crate::cli::probe::ProbeArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -360,33 +360,6 @@ pub fn default_instance() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
     format!("{host}-{}", std::process::id())
-}
-
-#[cfg(test)]
-impl Cli {
-    /// A valid explicit-mode configuration for in-process tests.
-    pub fn try_parse_from_test() -> crate::config::ProxyConfig {
-        let dir = std::env::temp_dir().join(format!("weft-args-test-{}-{}", std::process::id(), rand::random::<u32>()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let ca = weft_certs::CertificateAuthority::init(&dir.join("ca"), "weft.local").expect("CA");
-        std::fs::write(dir.join("ca.crt"), ca.cert_pem()).expect("write");
-        std::fs::write(dir.join("token"), "t").expect("write");
-        let cli = Cli::try_parse_from([
-            "weft-proxy",
-            "--controller",
-            "https://127.0.0.1:7070",
-            "--trust-anchor",
-            dir.join("ca.crt").to_str().expect("path"),
-            "--token-file",
-            dir.join("token").to_str().expect("path"),
-            "--service",
-            "foo",
-            "--app",
-            "127.0.0.1:8080",
-        ])
-        .expect("flags");
-        cli.run.validate().expect("valid")
-    }
 }
 
 #[cfg(test)]

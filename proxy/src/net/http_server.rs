@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::context::{drained, ProxyContext};
-use crate::detect::{Prefixed, H2_PREFACE};
+use crate::net::detect::{Prefixed, H2_PREFACE};
 use crate::http::Body;
 
 /// Concurrent streams a client may open on one HTTP/2 connection (Envoy's guidance for untrusted

@@ -2,6 +2,8 @@
 //! anyone; `/config` (the topology), `/log-level` and `POST /shutdown` for loopback callers only
 //! unless `--admin-open`.
 
+pub(crate) mod app_probe;
+
 use std::sync::Arc;
 
 use http::{Method, StatusCode};
@@ -28,7 +30,7 @@ pub async fn serve(
                 return admin::loopback_only(&req.path, "--admin-open");
             }
             if let Some(probe) = req.path.strip_prefix("/app-probe/") {
-                return crate::app_probe::answer(&ctx, probe, req.query.as_deref()).await;
+                return crate::admin::app_probe::answer(&ctx, probe, req.query.as_deref()).await;
             }
             match (req.method.clone(), req.path.as_str()) {
                 (Method::GET, "/metrics") => {

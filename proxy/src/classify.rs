@@ -4,8 +4,8 @@
 use http::Response;
 use hyper::body::Incoming;
 
-use crate::policy::RetryOn;
-use crate::pool::peer::SendError;
+use crate::state::policy::RetryOn;
+use crate::net::pool::peer::SendError;
 
 /// The outcome of one attempt.
 pub enum Attempt {

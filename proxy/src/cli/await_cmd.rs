@@ -38,7 +38,7 @@ pub fn main(args: AwaitArgs) -> ExitCode {
     let ready = rt.block_on(async {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Ok((200, _)) = crate::probe::get(&format!("{admin}/ready"), Duration::from_secs(2)).await {
+            if let Ok((200, _)) = crate::cli::probe::get(&format!("{admin}/ready"), Duration::from_secs(2)).await {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {

@@ -3,6 +3,9 @@
 //! estimates, ejections, breaker counters, retry budgets) is carried across updates, so a config
 //! change never resets what the proxy has learnt, nor drops established connections.
 
+pub mod endpoint;
+pub mod policy;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -12,8 +15,8 @@ use weft_certs::SpiffeId;
 use weft_proto::types;
 use weft_proto::v1 as pb;
 
-use crate::balance::{p2c, Endpoint};
-use crate::policy::{BreakerConfig, Policy, Protocol};
+use crate::state::endpoint::{p2c, Endpoint};
+use crate::state::policy::{BreakerConfig, Policy, Protocol};
 use crate::resilience::breaker::Breaker;
 use crate::resilience::budget::RetryBudget;
 
@@ -26,7 +29,7 @@ pub struct ServiceRuntime {
 
 impl Default for ServiceRuntime {
     fn default() -> Self {
-        Self { breaker: Arc::new(Breaker::default()), budget: RetryBudget::new(crate::policy::BudgetConfig::default()) }
+        Self { breaker: Arc::new(Breaker::default()), budget: RetryBudget::new(crate::state::policy::BudgetConfig::default()) }
     }
 }
 
@@ -74,7 +77,7 @@ impl Service {
         // The common case — no split, not a retry, nothing ejected — picks without allocating.
         let no_split = self.policy.as_ref().is_none_or(|p| p.split.is_empty());
         if no_split && avoid.is_none() && !self.endpoints.iter().any(|e| e.outlier.maybe_ejected()) {
-            return crate::balance::p2c_slice(&self.endpoints, now).cloned();
+            return crate::state::endpoint::p2c_slice(&self.endpoints, now).cloned();
         }
         let all: Vec<&Arc<Endpoint>> = self.endpoints.iter().collect();
         if all.is_empty() {
@@ -392,7 +395,7 @@ mod tests {
         let svc = Service { policy: Some(Arc::new(policy)), ..(*v.services["bar"]).clone() };
         assert!((0..20).all(|_| svc.choose(Instant::now(), None).unwrap().version == "v2"));
         let cfg =
-            crate::policy::OutlierConfig { consecutive_failures: 1, ..crate::policy::BreakerConfig::default().outlier };
+            crate::state::policy::OutlierConfig { consecutive_failures: 1, ..crate::state::policy::BreakerConfig::default().outlier };
         let v2 = svc.endpoints.iter().find(|e| e.version == "v2").unwrap();
         v2.outlier.on_failure(&cfg, Instant::now(), true);
         assert!((0..20).all(|_| svc.choose(Instant::now(), None).unwrap().version == "v1"));

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::http::errors::ProxyError;
+use crate::respond::ProxyError;
 use crate::http::{incoming, Body};
 
 /// Sends an upgrade request over `upstream` (a fresh connection) and, on 101, joins both sides
@@ -47,7 +47,7 @@ where
             match tokio::try_join!(on_client, on_server) {
                 Ok((client, server)) => {
                     let (mut a, mut b) = (TokioIo::new(client), TokioIo::new(server));
-                    match crate::tcp::splice(&mut a, &mut b, idle).await {
+                    match crate::net::relay::splice(&mut a, &mut b, idle).await {
                         Some(Ok(_)) => {}
                         Some(Err(e)) => tracing::debug!("upgraded connection ended: {e}"),
                         None => tracing::debug!(?idle, "upgraded connection idle; closed"),

@@ -52,7 +52,7 @@ fn requested(rest: &str, query: Option<&str>) -> Option<AppProbe> {
 async fn check(ctx: &ProxyContext, ip: IpAddr, probe: &AppProbe) -> Result<StatusCode, String> {
     match probe {
         AppProbe::Tcp { port } => {
-            crate::tcp::connect(SocketAddr::new(ip, *port), ctx.cfg.connect_timeout)
+            crate::net::connect::connect(SocketAddr::new(ip, *port), ctx.cfg.connect_timeout)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(StatusCode::OK)

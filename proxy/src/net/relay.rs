@@ -11,8 +11,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 use weft_proto::contract::TCP_PREAMBLE_MAGIC;
 
-use crate::detect::{first_mover, Detected, FirstMove};
-use crate::metrics::ProxyMetrics;
+use crate::net::detect::{first_mover, Detected, FirstMove};
+use crate::telemetry::metrics::ProxyMetrics;
 
 pub async fn write_preamble<W: AsyncWrite + Unpin>(w: &mut W, port: u16) -> std::io::Result<()> {
     let mut buf = [0u8; 6];
@@ -55,7 +55,7 @@ pub async fn relay<A, B>(
     }
 }
 
-/// Relays a connection that went opaque by silence (see [`crate::detect`]): nothing passes until
+/// Relays a connection that went opaque by silence (see [`crate::net::detect`]): nothing passes until
 /// one side speaks. A server speaking first, or a client speaking anything but HTTP, makes it an
 /// ordinary relay; a client speaking HTTP gets its held bytes back (`Some`), so that the caller
 /// serves it as HTTP instead — an HTTP request never crosses the proxy unread.
@@ -166,30 +166,6 @@ impl<T: AsyncWrite + Unpin + ?Sized> AsyncWrite for Watched<'_, T> {
     }
 }
 
-/// Dials `dst` with the connect timeout (a refused connect, which never reached anyone, is tried
-/// once more).
-pub async fn connect(dst: std::net::SocketAddr, timeout: Duration) -> std::io::Result<tokio::net::TcpStream> {
-    let deadline = Instant::now() + timeout;
-    let mut attempt = 0;
-    loop {
-        let result = match tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(dst)).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{dst}: connect timed out"))),
-        };
-        match result {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && attempt == 0 => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// How a connection's bytes are relayed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Relay {
@@ -212,7 +188,7 @@ pub async fn connect_and_relay<T>(
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + ?Sized,
 {
-    let mut upstream = match connect(dst, ctx.cfg.connect_timeout).await {
+    let mut upstream = match crate::net::connect::connect(dst, ctx.cfg.connect_timeout).await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(%dst, direction, "connect failed: {e}");
@@ -238,21 +214,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn a_refused_connect_is_tried_once_more() {
-        // A port nothing listens on, which starts listening a moment later (an app restarting).
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = probe.local_addr().unwrap();
-        drop(probe);
-        let listener = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-            let _ = l.accept().await;
-        });
-        connect(addr, Duration::from_secs(3)).await.unwrap();
-        listener.await.unwrap();
-    }
 
     #[tokio::test]
     async fn preamble_round_trips_and_rejects_garbage() {

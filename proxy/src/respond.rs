@@ -4,14 +4,12 @@
 use http::{HeaderValue, Response, StatusCode};
 use weft_proto::contract;
 
-use super::{empty, Body};
+use crate::http::{empty, full, Body};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyError {
     #[error("no endpoints available for {0}")]
     NoEndpoints(String),
-    #[error("unknown service {0}")]
-    UnknownService(String),
     #[error("caller is not allowed")]
     Unauthorized,
     #[error("deadline exceeded")]
@@ -30,8 +28,6 @@ pub enum ProxyError {
     FaultInjected(u16),
     #[error("bad request: {0}")]
     BadRequest(String),
-    #[error("the proxy is shutting down")]
-    ShuttingDown,
     /// This proxy holds no policy for its own service yet: it cannot authorize anyone. Nothing
     /// reached the app, so the caller may retry elsewhere.
     #[error("the proxy is not ready: it has no policy for its service yet")]
@@ -42,7 +38,6 @@ impl ProxyError {
     pub fn reason(&self) -> &'static str {
         match self {
             ProxyError::NoEndpoints(_) => "no-endpoints",
-            ProxyError::UnknownService(_) => "unknown-service",
             ProxyError::Unauthorized => "unauthorized",
             ProxyError::DeadlineExceeded => "deadline-exceeded",
             ProxyError::Timeout => "timeout",
@@ -52,18 +47,15 @@ impl ProxyError {
             ProxyError::AppUnavailable(_) => "app-unavailable",
             ProxyError::FaultInjected(_) => "fault-injected",
             ProxyError::BadRequest(_) => "bad-request",
-            ProxyError::ShuttingDown => "shutting-down",
             ProxyError::NotReady => "not-ready",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoEndpoints(_)
-            | ProxyError::Overloaded(_)
-            | ProxyError::ShuttingDown
-            | ProxyError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::UnknownService(_) => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoints(_) | ProxyError::Overloaded(_) | ProxyError::NotReady => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Unauthorized => StatusCode::FORBIDDEN,
             ProxyError::DeadlineExceeded | ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ConnectFailed(_) | ProxyError::Reset(_) | ProxyError::AppUnavailable(_) => {
@@ -79,7 +71,6 @@ impl ProxyError {
         match self {
             ProxyError::DeadlineExceeded | ProxyError::Timeout => 4, // DEADLINE_EXCEEDED
             ProxyError::Unauthorized => 7,                           // PERMISSION_DENIED
-            ProxyError::UnknownService(_) => 12,                     // UNIMPLEMENTED
             ProxyError::Overloaded(_) => 8,                          // RESOURCE_EXHAUSTED
             ProxyError::BadRequest(_) => 3,                          // INVALID_ARGUMENT
             _ => 14,                                                 // UNAVAILABLE
@@ -91,7 +82,6 @@ impl ProxyError {
     fn summary(&self) -> &'static str {
         match self {
             ProxyError::NoEndpoints(_) => "no endpoints available",
-            ProxyError::UnknownService(_) => "unknown service",
             ProxyError::ConnectFailed(_) => "could not connect to the upstream",
             ProxyError::Reset(_) => "the upstream reset the request",
             ProxyError::Overloaded(_) => "overloaded",
@@ -101,7 +91,6 @@ impl ProxyError {
             ProxyError::DeadlineExceeded => "deadline exceeded",
             ProxyError::Timeout => "request timed out",
             ProxyError::FaultInjected(_) => "injected fault",
-            ProxyError::ShuttingDown => "the proxy is shutting down",
             ProxyError::NotReady => "the proxy is not ready",
         }
     }
@@ -131,7 +120,7 @@ impl ProxyError {
             builder
                 .status(self.status())
                 .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                .body(super::full(format!("{message}\n")))
+                .body(full(format!("{message}\n")))
         }
         .expect("static response parts");
         if grpc {

@@ -9,11 +9,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use crate::context::ProxyContext;
-use crate::detect::Detected;
+use crate::net::detect::Detected;
 use crate::outbound::http::{dst_port, Target};
-use crate::outbound::retry::Attempt;
-use crate::pool::peer::{Alpn, SendError};
-use crate::tcp::{guarded_relay, relay, Relay};
+use crate::classify::Attempt;
+use crate::net::pool::peer::{Alpn, SendError};
+use crate::net::relay::{guarded_relay, relay, Relay};
 
 const CONNECT_ATTEMPTS: usize = 3;
 
@@ -55,14 +55,14 @@ where
         let upstream: Result<Box<dyn Upstream>, SendError> = match &ep.identity {
             Some(id) => {
                 match ctx.peers.connector().connect(ep.dial(target.endpoint.map(|a| a.ip())).0, id, Alpn::Tcp).await {
-                    Ok(mut tls) => match crate::tcp::write_preamble(&mut tls, port).await {
+                    Ok(mut tls) => match crate::net::relay::write_preamble(&mut tls, port).await {
                         Ok(()) => Ok(Box::new(tls)),
                         Err(e) => Err(SendError::Connect(e.to_string())),
                     },
                     Err(e) => Err(e),
                 }
             }
-            None => crate::tcp::connect(ep.addr, ctx.cfg.connect_timeout)
+            None => crate::net::connect::connect(ep.addr, ctx.cfg.connect_timeout)
                 .await
                 .map(|s| Box::new(s) as Box<dyn Upstream>)
                 .map_err(|e| SendError::Connect(e.to_string())),

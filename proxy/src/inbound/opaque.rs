@@ -13,10 +13,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::authorize::authorize;
 use super::{AppTarget, Caller};
 use crate::context::ProxyContext;
-use crate::detect::{self, Outcome, Prefixed};
+use crate::net::detect::{self, Outcome, Prefixed};
 use crate::outbound::Framing;
-use crate::policy::Protocol;
-use crate::tcp::Relay;
+use crate::state::policy::Protocol;
+use crate::net::relay::Relay;
 
 const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -24,7 +24,7 @@ pub async fn serve<T>(ctx: &Arc<ProxyContext>, mut io: T, caller: Arc<Caller>, a
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let port = match crate::tcp::read_preamble(&mut io, PREAMBLE_TIMEOUT).await {
+    let port = match crate::net::relay::read_preamble(&mut io, PREAMBLE_TIMEOUT).await {
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(remote = %caller.remote, "closing tunnel: {e}");
@@ -85,7 +85,7 @@ async fn relay_to_app<T>(
 where
     T: AsyncRead + AsyncWrite + Send + Unpin,
 {
-    match crate::tcp::connect_and_relay(ctx, io, app, "inbound", mode).await {
+    match crate::net::relay::connect_and_relay(ctx, io, app, "inbound", mode).await {
         Ok(switched) => switched,
         Err(()) => {
             ctx.metrics.proxy_errors.with(&["inbound", "app-unavailable"]).inc();

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::time::{Duration, Instant};
 use weft_certs::SpiffeId;
 
-use crate::policy::Protocol;
+use crate::state::policy::Protocol;
 use crate::resilience::outlier::OutlierState;
 
 /// How fast old latency samples fade. Linkerd uses 10 s; a shorter memory lets an endpoint that
@@ -32,12 +32,12 @@ pub struct Endpoint {
     /// pooled connection: a transparent caller dials the IP its app asked for, so the peer reaches
     /// its app on that address family too.
     pub other_ips: Vec<std::net::IpAddr>,
-    other_h2: Vec<crate::pool::ConnSlot>,
+    other_h2: Vec<crate::net::pool::ConnSlot>,
     pub protocol: Protocol,
     pub load: Load,
     pub outlier: OutlierState,
     /// The pooled HTTP/2 connection to this peer.
-    pub h2: crate::pool::ConnSlot,
+    pub h2: crate::net::pool::ConnSlot,
 }
 
 impl Endpoint {
@@ -73,7 +73,7 @@ impl Endpoint {
 
     /// The address to dial (and its pooled HTTP/2 connection) for a caller whose app asked for
     /// `ip`: that IP when it is one of this workload's, else its announced address.
-    pub fn dial(&self, ip: Option<std::net::IpAddr>) -> (SocketAddr, &crate::pool::ConnSlot) {
+    pub fn dial(&self, ip: Option<std::net::IpAddr>) -> (SocketAddr, &crate::net::pool::ConnSlot) {
         match ip.and_then(|ip| self.other_ips.iter().position(|o| *o == ip)) {
             Some(i) => (SocketAddr::new(self.other_ips[i], self.addr.port()), &self.other_h2[i]),
             None => (self.addr, &self.h2),

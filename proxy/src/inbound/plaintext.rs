@@ -1,0 +1,61 @@
+//! Transparent mode, inbound: a connection iptables redirected from an app port comes from outside
+//! the mesh (peers dial the inbound port itself). It is served in plaintext only when the service's
+//! policy admits plaintext callers, framed as its protocol says.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
+use crate::context::ProxyContext;
+use crate::inbound::authorize::{authorize, Refusal};
+use crate::inbound::{AppTarget, Caller};
+use crate::net::detect::{self, Detected, Outcome, Prefixed};
+use crate::outbound::Framing;
+use crate::state::policy::Protocol;
+
+/// A redirected connection to an app port from a client outside the mesh: served in plaintext when
+/// the service's policy admits plaintext callers, as its protocol says.
+pub(crate) async fn serve(ctx: &Arc<ProxyContext>, stream: TcpStream, remote: SocketAddr, orig: SocketAddr) {
+    let policy = crate::inbound::own_policy(ctx);
+    match authorize(policy.as_deref(), None) {
+        Ok(()) => {}
+        // HTTP callers that are merely not in an allow list are told so per request (403).
+        Err(Refusal::Unauthorized) if policy.as_ref().is_some_and(|p| p.protocol != Protocol::Tcp) => {}
+        Err(r) => {
+            weft_telemetry::log_limit::debug("inbound-refused", || {
+                format!("plaintext from {remote} refused: {}", r.reason())
+            });
+            ctx.metrics.proxy_errors.with(&["inbound", r.reason()]).inc();
+            return;
+        }
+    }
+    let (ns, name) = ctx.cfg.own_service.split_once('/').unwrap_or(("", ""));
+    ctx.metrics.tcp_connections.with(&["inbound", name, ns, "false", "false"]).inc();
+    let caller = Arc::new(Caller::new(ctx, None, remote));
+    let app = AppTarget { ip: orig.ip(), default_port: Some(orig.port()), fixed: true };
+    let protocol = policy.as_ref().map_or(Protocol::Detect, |p| p.protocol);
+    let framing = Framing::of(protocol, Some(orig.port()));
+    if framing == Framing::Opaque && policy.as_ref().is_some_and(|p| p.allow.is_some()) {
+        // Bytes can't be told "403": a plaintext caller of a service with an allow list is closed.
+        ctx.metrics.proxy_errors.with(&["inbound", "unauthorized"]).inc();
+        return;
+    }
+    let mut stream = stream;
+    match framing {
+        Framing::Detect => match detect::detect(&mut stream, Some(ctx.cfg.detect_timeout), ctx.cfg.header_read_timeout)
+            .await
+        {
+            Ok(Outcome::Known(Detected::Opaque, prefix)) => {
+                crate::inbound::opaque::serve_stream(ctx, Prefixed::new(prefix, stream), caller, app, Framing::Opaque)
+                    .await
+            }
+            Ok(Outcome::Known(d, prefix)) => {
+                crate::inbound::http::serve(ctx, Prefixed::new(prefix, stream), caller, app, d).await
+            }
+            Ok(Outcome::Silent) => crate::inbound::opaque::serve_stream(ctx, stream, caller, app, Framing::Detect).await,
+            Err(_) => ctx.metrics.proxy_errors.with(&["inbound", "detect-timeout"]).inc(),
+        },
+        other => crate::inbound::opaque::serve_stream(ctx, stream, caller, app, other).await,
+    }
+}

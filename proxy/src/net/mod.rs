@@ -1,0 +1,10 @@
+//! Connections as bytes: dialling with a timeout, protocol detection, the original destination of
+//! redirected connections, relaying opaque TCP, serving HTTP with the proxy's limits, and the
+//! connection pools towards peers and the app.
+
+pub(crate) mod connect;
+pub(crate) mod detect;
+pub(crate) mod http_server;
+pub(crate) mod original_dst;
+pub(crate) mod pool;
+pub(crate) mod relay;

@@ -1,0 +1,102 @@
+//! Transparent mode, outbound: connections iptables redirected to the outbound listener. The
+//! original destination says where each was going: a service VIP or a mesh endpoint (learnt on
+//! demand from the controller) goes through the mesh, a mesh destination without endpoints or the
+//! outbound listener itself is refused, and anything else passes through untouched.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::context::ProxyContext;
+use crate::net::original_dst::original_dst;
+use crate::outbound::{OpenGauge, Target};
+
+/// How long a first connection to a newly seen service waits for its endpoints.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(5);
+
+/// The outbound listener that iptables feeds (`--outbound`).
+pub async fn serve_outbound(ctx: Arc<ProxyContext>, listener: TcpListener) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("transparent accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _open = ctx.drain.track();
+            let _gauge = OpenGauge::new(&ctx, "outbound");
+            let _ = stream.set_nodelay(true);
+            let Some(dst) = original_dst(&stream) else {
+                tracing::debug!("outbound connection without an original destination; closing");
+                return;
+            };
+            // A connection made straight to this listener was never redirected: its "original
+            // destination" is the listener itself, and passing it through would loop until the
+            // descriptors run out.
+            if stream.local_addr().is_ok_and(|local| local == dst) {
+                refuse(&ctx, "loop", || format!("{dst} is this proxy's own outbound listener"));
+                return;
+            }
+            match resolve(&ctx, dst).await {
+                Resolved::Mesh(target) => {
+                    crate::outbound::serve(&ctx, stream, Arc::from(target), Some(dst.port())).await
+                }
+                Resolved::Outside => crate::outbound::passthrough(&ctx, stream, dst).await,
+                // A mesh destination is never reached in plaintext behind the mesh's back.
+                Resolved::NoEndpoints(service) => {
+                    refuse(&ctx, "no-endpoints", || {
+                        format!("{dst} belongs to {service}, which has no endpoints; closing rather than passing it through")
+                    })
+                }
+            }
+        });
+    }
+}
+
+/// Counts and (rate-limited) logs an outbound connection refused, then drops it.
+fn refuse(ctx: &ProxyContext, reason: &'static str, why: impl FnOnce() -> String) {
+    ctx.metrics.proxy_errors.with(&["outbound", reason]).inc();
+    weft_telemetry::log_limit::warn("outbound-refused", why);
+}
+
+/// Where an original destination goes.
+enum Resolved {
+    Mesh(Box<Target>),
+    /// Not a mesh address: passed through as it is.
+    Outside,
+    /// A mesh service whose endpoints were not learnt in time.
+    NoEndpoints(String),
+}
+
+/// Maps an original destination to a mesh target, subscribing to the service on first sight.
+async fn resolve(ctx: &ProxyContext, dst: SocketAddr) -> Resolved {
+    let Some(service) = ctx.view().lookup_address(dst).map(str::to_string) else {
+        return Resolved::Outside;
+    };
+    ctx.subscribe_to(&service);
+    let deadline = tokio::time::Instant::now() + DISCOVERY_WAIT;
+    loop {
+        let changed = ctx.view_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let view = ctx.view();
+        if let Some(svc) = view.service(&service).filter(|s| s.endpoints_known) {
+            if svc.endpoints.is_empty() {
+                return Resolved::NoEndpoints(service);
+            }
+            let is_vip = svc.policy.as_ref().and_then(|p| p.vip) == Some(dst.ip());
+            return Resolved::Mesh(Box::new(Target::new(ctx, service, Some(dst.port()), (!is_vip).then_some(dst))));
+        }
+        drop(view);
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return Resolved::NoEndpoints(service);
+        }
+    }
+}
+
