@@ -12,17 +12,17 @@ use weft_certs::{IdentityStore, TrustBundle};
 use weft_proto::types;
 
 use crate::config::ProxyConfig;
-use crate::telemetry::metrics::ProxyMetrics;
 use crate::net::pool::peer::PeerPool;
 use crate::net::pool::plain::PlainClient;
-use crate::state::MeshView;
+use crate::state::Snapshot;
+use crate::telemetry::metrics::ProxyMetrics;
 
 pub struct ProxyContext {
     pub cfg: ProxyConfig,
     pub trust_domain: String,
     pub identity: Arc<IdentityStore>,
     pub bundle: TrustBundle,
-    pub view: ArcSwap<MeshView>,
+    pub view: ArcSwap<Snapshot>,
     pub metrics: ProxyMetrics,
     pub peers: PeerPool,
     pub plain: PlainClient,
@@ -73,12 +73,12 @@ impl ConcurrencyLimit {
 
 impl ProxyContext {
     /// The current config snapshot.
-    pub fn view(&self) -> arc_swap::Guard<Arc<MeshView>> {
+    pub fn view(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.view.load()
     }
 
     /// Installs a new config snapshot (one atomic swap; in-flight requests keep the old one).
-    pub fn set_view(&self, view: MeshView) {
+    pub fn set_view(&self, view: Snapshot) {
         self.own_policy.store(view.service(&self.cfg.own_service).and_then(|s| s.policy.clone()));
         self.view.store(Arc::new(view));
         self.view_changed.notify_waiters();

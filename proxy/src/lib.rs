@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub(crate) mod attempt;
 pub(crate) mod classify;
 pub mod cli;
 pub mod config;
@@ -14,6 +15,7 @@ pub(crate) mod net;
 pub(crate) mod outbound;
 pub(crate) mod resilience;
 pub(crate) mod respond;
+pub(crate) mod route;
 pub mod run;
 pub(crate) mod state;
 pub(crate) mod telemetry;

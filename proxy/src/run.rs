@@ -16,10 +16,10 @@ use weft_telemetry::logging::LogLevel;
 
 use crate::config::ProxyConfig;
 use crate::context::{Drain, ProxyContext, Readiness};
-use crate::telemetry::metrics::ProxyMetrics;
 use crate::net::pool::peer::{PeerConnector, PeerPool};
 use crate::net::pool::plain::PlainClient;
-use crate::state::MeshView;
+use crate::state::Snapshot;
+use crate::telemetry::metrics::ProxyMetrics;
 
 /// Binds a listening socket; an unspecified IPv6 address listens on IPv4 too.
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -96,7 +96,7 @@ pub fn run(cfg: ProxyConfig, log: LogLevel) -> anyhow::Result<()> {
         peers: PeerPool::new(connector, cfg.max_header_bytes as u32),
         plain: PlainClient::new(cfg.connect_timeout, cfg.pool_idle_timeout, cfg.max_header_bytes),
         subscribed: Mutex::new(HashSet::new()),
-        view: ArcSwap::from_pointee(MeshView::default()),
+        view: ArcSwap::from_pointee(Snapshot::default()),
         view_changed: tokio::sync::Notify::new(),
         metrics: ProxyMetrics::new(),
         readiness: Readiness::default(),

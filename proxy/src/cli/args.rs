@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{parse_duration, AccessLog, AppProbe, ProxyConfig, Upstream};
 
 #[derive(Parser, Debug)]
-#[command(name = "weft-proxy", version, about = "The Weft sidecar proxy", args_conflicts_with_subcommands = true)]
+#[command(name = "weft-proxy", about = "The Weft sidecar proxy", args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

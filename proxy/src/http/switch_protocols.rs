@@ -9,8 +9,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::respond::ProxyError;
 use crate::http::{incoming, Body};
+use crate::respond::ProxyError;
 
 /// Sends an upgrade request over `upstream` (a fresh connection) and, on 101, joins both sides
 /// until both are done or nothing moved either way for `idle` (zero: never). `untrusted_response`:

@@ -21,13 +21,12 @@ pub enum Refusal {
     Unauthorized,
 }
 
-impl Refusal {
-    /// The reason counted in `weft_proxy_errors_total` and sent in `x-weft-proxy-error`.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Refusal::NotReady => "not-ready",
-            Refusal::PlaintextRefused => "plaintext-refused",
-            Refusal::Unauthorized => "unauthorized",
+impl From<Refusal> for crate::respond::ProxyError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::NotReady => Self::NotReady,
+            Refusal::PlaintextRefused => Self::PlaintextRefused,
+            Refusal::Unauthorized => Self::Unauthorized,
         }
     }
 }

@@ -13,16 +13,16 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::authorize::{authorize, Refusal};
+use super::authorize::authorize;
 use super::{AppTarget, Caller};
-use crate::telemetry::access_log;
 use crate::context::ProxyContext;
-use crate::net::detect::Detected;
 use crate::http::client_body;
-use crate::respond::ProxyError;
 use crate::http::headers::names;
 use crate::http::{deadline, headers, incoming, is_grpc, Body};
+use crate::net::detect::Detected;
+use crate::respond::ProxyError;
 use crate::state::policy::{Faults, Protocol};
+use crate::telemetry::access_log;
 
 /// Serves HTTP from `caller` on one connection, in the version it speaks.
 pub async fn serve<T>(ctx: &Arc<ProxyContext>, io: T, caller: Arc<Caller>, app: AppTarget, version: Detected)
@@ -32,7 +32,7 @@ where
     let c = ctx.clone();
     let handler = move |req| handle(c.clone(), caller.clone(), app, req);
     match version {
-        Detected::Http2 => crate::net::http_server::http2(ctx, io, handler).await,
+        Detected::Http2 => crate::net::http_server::http2(ctx, "inbound", io, handler).await,
         _ => crate::net::http_server::http1(ctx, io, handler).await,
     }
 }
@@ -51,18 +51,13 @@ pub async fn handle(
     let resp = match forward(&ctx, &caller, app, req, grpc, started).await {
         Ok(r) => r,
         Err(e) => {
-            ctx.metrics.proxy_errors.with(&["inbound", e.reason()]).inc();
-            if matches!(e, ProxyError::DeadlineExceeded) {
-                let (ns, name) = ctx.cfg.own_service.split_once('/').unwrap_or(("", ""));
-                ctx.metrics.deadline_exceeded.with(&["inbound", name, ns]).inc();
-            }
             if matches!(e, ProxyError::Unauthorized | ProxyError::NotReady) {
                 weft_telemetry::log_limit::debug("inbound-refused", || {
                     format!("request from {} ({:?}) refused: {}", caller.remote, caller.identity, e.reason())
                 });
             }
             // The caller is remote: it learns what failed, not the app's address.
-            e.response_for_peer(grpc)
+            crate::respond::to_peer(&ctx.metrics, &ctx.cfg.own_service, &e, grpc)
         }
     };
     let status = resp.status().as_u16();
@@ -83,10 +78,7 @@ async fn forward(
     started: Instant,
 ) -> Result<Response<Body>, ProxyError> {
     let policy = super::own_policy(ctx);
-    authorize(policy.as_deref(), caller.identity.as_deref()).map_err(|r| match r {
-        Refusal::NotReady => ProxyError::NotReady,
-        Refusal::PlaintextRefused | Refusal::Unauthorized => ProxyError::Unauthorized,
-    })?;
+    authorize(policy.as_deref(), caller.identity.as_deref())?;
     let Some(_slot) = ctx.inbound_requests.try_enter() else {
         return Err(ProxyError::Overloaded("inbound-requests"));
     };
@@ -100,7 +92,7 @@ async fn forward(
         .filter(|_| caller.identity.is_some() && !app.fixed);
     let port = named_port.or(app.default_port).ok_or_else(|| ProxyError::BadRequest("no destination port".into()))?;
     if !super::port_allowed(ctx, port) {
-        return Err(ProxyError::BadRequest(format!("port {port} is not one of this workload's app ports")));
+        return Err(ProxyError::BadPort(port));
     }
     let orig_h1 = req.headers().get(names::ORIG_PROTO).is_some_and(|v| v == "http/1.1");
     let app_h2 = match policy.as_ref().map(|p| p.protocol) {

@@ -16,8 +16,8 @@ use tokio_rustls::TlsAcceptor;
 use weft_certs::tls;
 
 use crate::context::{drained, ProxyContext};
-use crate::telemetry::metrics::RequestSeries;
 use crate::outbound::OpenGauge;
+use crate::telemetry::metrics::RequestSeries;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -137,15 +137,8 @@ async fn connection(
     }
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            weft_telemetry::log_limit::debug("inbound-tls", || {
-                format!("inbound TLS handshake with {remote} failed: {e}")
-            });
-            ctx.metrics.proxy_errors.with(&["inbound", "tls-handshake"]).inc();
-            return;
-        }
-        Err(_) => {
-            ctx.metrics.proxy_errors.with(&["inbound", "tls-handshake"]).inc();
+        Ok(Err(_)) | Err(_) => {
+            crate::respond::close(&ctx.metrics, "inbound", &crate::respond::ProxyError::TlsHandshake, remote);
             return;
         }
     };

@@ -14,11 +14,17 @@ use super::authorize::authorize;
 use super::{AppTarget, Caller};
 use crate::context::ProxyContext;
 use crate::net::detect::{self, Outcome, Prefixed};
-use crate::outbound::Framing;
-use crate::state::policy::Protocol;
 use crate::net::relay::Relay;
+use crate::outbound::Framing;
+use crate::respond::ProxyError;
+use crate::state::policy::Protocol;
 
 const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A refused caller's connection: counted and closed.
+fn close(ctx: &ProxyContext, e: &ProxyError, caller: &Caller) {
+    crate::respond::close(&ctx.metrics, "inbound", e, format_args!("{} ({:?})", caller.remote, caller.identity));
+}
 
 pub async fn serve<T>(ctx: &Arc<ProxyContext>, mut io: T, caller: Arc<Caller>, app: AppTarget)
 where
@@ -32,17 +38,11 @@ where
         }
     };
     if !super::port_allowed(ctx, port) {
-        tracing::debug!(remote = %caller.remote, port, "closing tunnel: not an app port");
-        ctx.metrics.proxy_errors.with(&["inbound", "bad-port"]).inc();
-        return;
+        return close(ctx, &ProxyError::BadPort(port), &caller);
     }
     let policy = super::own_policy(ctx);
     if let Err(r) = authorize(policy.as_deref(), caller.identity.as_deref()) {
-        weft_telemetry::log_limit::debug("inbound-refused", || {
-            format!("tunnel from {} ({:?}) refused: {}", caller.remote, caller.identity, r.reason())
-        });
-        ctx.metrics.proxy_errors.with(&["inbound", r.reason()]).inc();
-        return;
+        return close(ctx, &r.into(), &caller);
     }
     let (ns, name) = ctx.cfg.own_service.split_once('/').unwrap_or(("", ""));
     ctx.metrics.tcp_connections.with(&["inbound", name, ns, caller.tls(), "true"]).inc();
@@ -64,7 +64,7 @@ where
         }
         Framing::Http => match detect::detect(&mut io, None, ctx.cfg.header_read_timeout).await {
             Ok(Outcome::Known(d, prefix)) => super::http::serve(ctx, Prefixed::new(prefix, io), caller, app, d).await,
-            Ok(Outcome::Silent) | Err(_) => ctx.metrics.proxy_errors.with(&["inbound", "detect-timeout"]).inc(),
+            Ok(Outcome::Silent) | Err(_) => close(ctx, &ProxyError::DetectTimeout, &caller),
         },
         Framing::Detect => {
             if let Some((d, held)) = relay_to_app(ctx, &mut io, app_addr, Relay::Guarded).await {
@@ -88,7 +88,7 @@ where
     match crate::net::relay::connect_and_relay(ctx, io, app, "inbound", mode).await {
         Ok(switched) => switched,
         Err(()) => {
-            ctx.metrics.proxy_errors.with(&["inbound", "app-unavailable"]).inc();
+            crate::respond::close(&ctx.metrics, "inbound", &ProxyError::AppUnavailable(app.to_string()), app);
             None
         }
     }

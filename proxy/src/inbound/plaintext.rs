@@ -12,6 +12,7 @@ use crate::inbound::authorize::{authorize, Refusal};
 use crate::inbound::{AppTarget, Caller};
 use crate::net::detect::{self, Detected, Outcome, Prefixed};
 use crate::outbound::Framing;
+use crate::respond::ProxyError;
 use crate::state::policy::Protocol;
 
 /// A redirected connection to an app port from a client outside the mesh: served in plaintext when
@@ -22,13 +23,7 @@ pub(crate) async fn serve(ctx: &Arc<ProxyContext>, stream: TcpStream, remote: So
         Ok(()) => {}
         // HTTP callers that are merely not in an allow list are told so per request (403).
         Err(Refusal::Unauthorized) if policy.as_ref().is_some_and(|p| p.protocol != Protocol::Tcp) => {}
-        Err(r) => {
-            weft_telemetry::log_limit::debug("inbound-refused", || {
-                format!("plaintext from {remote} refused: {}", r.reason())
-            });
-            ctx.metrics.proxy_errors.with(&["inbound", r.reason()]).inc();
-            return;
-        }
+        Err(r) => return crate::respond::close(&ctx.metrics, "inbound", &r.into(), remote),
     }
     let (ns, name) = ctx.cfg.own_service.split_once('/').unwrap_or(("", ""));
     ctx.metrics.tcp_connections.with(&["inbound", name, ns, "false", "false"]).inc();
@@ -38,8 +33,7 @@ pub(crate) async fn serve(ctx: &Arc<ProxyContext>, stream: TcpStream, remote: So
     let framing = Framing::of(protocol, Some(orig.port()));
     if framing == Framing::Opaque && policy.as_ref().is_some_and(|p| p.allow.is_some()) {
         // Bytes can't be told "403": a plaintext caller of a service with an allow list is closed.
-        ctx.metrics.proxy_errors.with(&["inbound", "unauthorized"]).inc();
-        return;
+        return crate::respond::close(&ctx.metrics, "inbound", &ProxyError::Unauthorized, remote);
     }
     let mut stream = stream;
     match framing {
@@ -53,8 +47,10 @@ pub(crate) async fn serve(ctx: &Arc<ProxyContext>, stream: TcpStream, remote: So
             Ok(Outcome::Known(d, prefix)) => {
                 crate::inbound::http::serve(ctx, Prefixed::new(prefix, stream), caller, app, d).await
             }
-            Ok(Outcome::Silent) => crate::inbound::opaque::serve_stream(ctx, stream, caller, app, Framing::Detect).await,
-            Err(_) => ctx.metrics.proxy_errors.with(&["inbound", "detect-timeout"]).inc(),
+            Ok(Outcome::Silent) => {
+                crate::inbound::opaque::serve_stream(ctx, stream, caller, app, Framing::Detect).await
+            }
+            Err(_) => crate::respond::close(&ctx.metrics, "inbound", &ProxyError::DetectTimeout, remote),
         },
         other => crate::inbound::opaque::serve_stream(ctx, stream, caller, app, other).await,
     }

@@ -29,7 +29,6 @@ pub(crate) async fn connect(dst: std::net::SocketAddr, timeout: Duration) -> std
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +47,4 @@ mod tests {
         connect(addr, Duration::from_secs(3)).await.unwrap();
         listener.await.unwrap();
     }
-
 }

@@ -16,8 +16,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::context::{drained, ProxyContext};
-use crate::net::detect::{Prefixed, H2_PREFACE};
 use crate::http::Body;
+use crate::net::detect::{Prefixed, H2_PREFACE};
 
 /// Concurrent streams a client may open on one HTTP/2 connection (Envoy's guidance for untrusted
 /// peers): more wait at the client, so one connection cannot pin hundreds of app connections.
@@ -43,7 +43,7 @@ where
     until_done(ctx, conn, None, |c| c.graceful_shutdown()).await
 }
 
-pub async fn http2<T, F, Fut>(ctx: &Arc<ProxyContext>, mut io: T, handler: F)
+pub async fn http2<T, F, Fut>(ctx: &Arc<ProxyContext>, direction: &'static str, mut io: T, handler: F)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
@@ -54,10 +54,7 @@ where
     let mut preface = [0u8; 24];
     match tokio::time::timeout(ctx.cfg.header_read_timeout, io.read_exact(&mut preface)).await {
         Ok(Ok(_)) if preface[..] == *H2_PREFACE => {}
-        _ => {
-            ctx.metrics.proxy_errors.with(&["inbound", "no-preface"]).inc();
-            return;
-        }
+        _ => return crate::respond::close(&ctx.metrics, direction, &crate::respond::ProxyError::NoPreface, direction),
     }
     let io = Prefixed::new(bytes::Bytes::copy_from_slice(&preface), io);
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());

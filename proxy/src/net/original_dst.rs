@@ -26,4 +26,3 @@ pub(crate) fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
         IpAddr::V4(_) => addr,
     })
 }
-

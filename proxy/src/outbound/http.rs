@@ -1,10 +1,9 @@
-//! Outbound HTTP: a request from the local app to a mesh service. It picks the route policy,
-//! works out the deadline, passes the circuit breaker, then makes attempts — each to an endpoint
-//! chosen by the balancer, over the pooled mTLS HTTP/2 connection to that peer — retrying within
-//! the retry policy and budget.
+//! Outbound HTTP: a request from the local app to a mesh service. The route decision picks the
+//! service and route policy, the deadline is worked out, the circuit breaker admits the request,
+//! then the attempt loop sends it — each attempt over the pooled mTLS HTTP/2 connection to the peer
+//! the decision picked — and the answer (or the one responder's error) goes back to the app.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -13,48 +12,23 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::{Duration, Instant};
 
-use crate::telemetry::access_log;
-use crate::state::endpoint::Endpoint;
+use crate::attempt::{self, AttemptBody, Plan};
+use crate::classify::{Attempt, Class, GrpcStatusBody};
 use crate::context::ProxyContext;
-use crate::http::client_body::{self, ClientBodyWatch};
+use crate::http::client_body;
 use crate::http::deadline;
-use crate::respond::ProxyError;
 use crate::http::headers::{self, names};
 use crate::http::replay::{ReplayBody, MAX_REPLAY_BYTES};
 use crate::http::{incoming, is_grpc, Body};
-use crate::telemetry::metrics::RequestSeries;
-use crate::classify::{self as retry, Attempt};
-use crate::state::policy::{Protocol, RoutePolicy};
 use crate::net::pool::peer::SendError;
-use crate::resilience::backoff::full_jitter;
-use crate::resilience::outlier::Verdict;
-use crate::state::Service;
-
-/// Where an outbound request goes.
-pub struct Target {
-    /// `NS/NAME`.
-    pub service: String,
-    /// The name and namespace alone (metric labels).
-    pub name: String,
-    pub namespace: String,
-    /// The original destination port (transparent mode); None in explicit mode.
-    pub dst_port: Option<u16>,
-    /// The original destination (transparent mode) when it is one endpoint, not a VIP.
-    pub endpoint: Option<SocketAddr>,
-    pub series: RequestSeries,
-}
-
-impl Target {
-    pub fn new(ctx: &ProxyContext, service: String, dst_port: Option<u16>, endpoint: Option<SocketAddr>) -> Self {
-        let series = RequestSeries::new(&ctx.metrics, "outbound", &service, "true", "");
-        let (namespace, name) = service.split_once('/').unwrap_or(("", &service));
-        let (name, namespace) = (name.to_string(), namespace.to_string());
-        Self { service, name, namespace, dst_port, endpoint, series }
-    }
-}
+use crate::respond::ProxyError;
+use crate::route::{self, Pick, Target};
+use crate::state::endpoint::Endpoint;
+use crate::state::policy::Protocol;
+use crate::telemetry::access_log;
 
 /// Serves one request from the app.
-pub async fn handle(
+pub(crate) async fn handle(
     ctx: Arc<ProxyContext>,
     target: Arc<Target>,
     req: Request<Incoming>,
@@ -69,16 +43,7 @@ pub async fn handle(
     } else {
         proxy(&ctx, &target, req, grpc, started).await
     };
-    let resp = match resp {
-        Ok(r) => r,
-        Err(e) => {
-            ctx.metrics.proxy_errors.with(&["outbound", e.reason()]).inc();
-            if matches!(e, ProxyError::DeadlineExceeded | ProxyError::Timeout) {
-                ctx.metrics.deadline_exceeded.with(&["outbound", &target.name, &target.namespace]).inc();
-            }
-            e.response(grpc)
-        }
-    };
+    let resp = resp.unwrap_or_else(|e| crate::respond::to_app(&ctx.metrics, &target, &e, grpc));
     let status = resp.status().as_u16();
     target.series.record(status, started.elapsed());
     if let Some((method, path)) = logged {
@@ -94,9 +59,7 @@ async fn proxy(
     grpc: bool,
     started: Instant,
 ) -> Result<Response<Body>, ProxyError> {
-    let view = ctx.view();
-    let svc = view.service(&target.service).cloned().ok_or_else(|| ProxyError::NoEndpoints(target.service.clone()))?;
-    drop(view);
+    let svc = route::service(&ctx.view(), target)?;
     let (mut parts, body) = req.into_parts();
     let from_h1 = parts.version <= Version::HTTP_11;
     headers::strip_weft(&mut parts.headers, true);
@@ -105,17 +68,10 @@ async fn proxy(
     parts.headers.remove(names::DEADLINE_MS);
     headers::strip_hop_by_hop(&mut parts.headers);
 
-    let default_route;
-    let route: &RoutePolicy = match &svc.policy {
-        Some(p) => p.route(&parts),
-        None => {
-            default_route = RoutePolicy { timeout: None, retries: None, retryable: false, faults: Default::default() };
-            &default_route
-        }
-    };
+    let route = route::route_policy(&svc, &parts.method, &parts.uri, &parts.headers);
     let deadline = deadline::effective(route.timeout, app_deadline, started);
     // Which error an expiry means: the caller's budget, or this route's own timeout.
-    let expiry_error = if app_deadline.is_some() && deadline == app_deadline {
+    let expiry = if app_deadline.is_some() && deadline == app_deadline {
         ProxyError::DeadlineExceeded
     } else {
         ProxyError::Timeout
@@ -145,171 +101,44 @@ async fn proxy(
     let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     parts.headers.remove(http::header::HOST);
 
-    let retries = route.retries.clone();
+    let retries = route.retries.as_ref();
     let idempotent = matches!(parts.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE");
     let (body, client) = client_body::from_caller(body, ctx.cfg.stream_idle_timeout);
-    let mut body = match &retries {
+    let body = match retries {
         Some(_) if !body.is_end_stream() => AttemptBody::Replay(ReplayBody::new(body, MAX_REPLAY_BYTES)),
         Some(_) => AttemptBody::Empty,
         None => AttemptBody::Once(Some(body)),
     };
-    if let Some(r) = &retries {
+    if let Some(r) = retries {
         svc.runtime.budget.deposit(&r.budget, started);
     }
-
-    let mut attempt_no: u32 = 0;
-    let mut last_endpoint: Option<SocketAddr> = None;
-    loop {
-        let now = Instant::now();
-        if deadline.is_some_and(|d| d <= now) {
-            return Err(expiry_error);
-        }
-        let ep = match target.endpoint {
-            Some(addr) => svc.endpoint_at(addr.ip()).or_else(|| svc.choose(now, None)),
-            None => svc.choose(now, last_endpoint),
-        }
-        .ok_or_else(|| ProxyError::NoEndpoints(svc.name.clone()))?;
-        let per_try = retries.as_ref().and_then(|r| r.per_try_timeout).map(|t| now + t);
-        let try_deadline = match (deadline, per_try) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let Some(attempt_body) = body.next() else {
-            // Not replayable (past the cap): the previous outcome stands. Unreachable on the
-            // first attempt.
-            return Err(ProxyError::Reset("request body could not be replayed".into()));
-        };
-        // Headers are copied only when another attempt may need them.
-        let headers = if retries.is_some() { parts.headers.clone() } else { std::mem::take(&mut parts.headers) };
-        let req = build_request(
-            &parts,
-            headers,
-            &authority,
-            &path_and_query,
-            attempt_body,
-            target,
-            &svc,
-            &ep,
-            try_deadline,
-            grpc,
-            from_h1,
-        );
-        let in_flight = ep.load.start();
-        let sent = send(ctx, &ep, target.endpoint.map(|a| a.ip()), req, from_h1);
-        let (outcome, setup) = match try_deadline {
-            Some(d) => match tokio::time::timeout_at(d, sent).await {
-                Ok(r) => r,
-                Err(_) => (Attempt::TimedOut, Duration::ZERO),
-            },
-            None => sent.await,
-        };
-        // The caller's own body failed: its fault, not the endpoint's, and not worth a retry.
-        if failed_by_client(&client, &outcome) {
-            return Err(ProxyError::BadRequest("the request body from the client failed".into()));
-        }
-        // A peer that holds no policy yet refused before its app saw anything: neither a success
-        // nor a failure of that endpoint, and safe to retry.
-        let peer_not_ready = ep.identity.is_some() && is_not_ready(&outcome);
-        if !peer_not_ready {
-            record_outcome(ctx, &svc, &ep, &outcome);
-        }
-        if matches!(outcome, Attempt::Response(_)) {
-            in_flight.finish(setup);
-        } else {
-            drop(in_flight);
-        }
-
-        // Decide whether to retry.
-        let reason = retries.as_ref().and_then(|r| retry::reason(&r.on, &outcome));
-        let give_up = |outcome: Attempt| -> Result<Response<Body>, ProxyError> {
-            match outcome {
-                Attempt::Response(resp) => Ok(finish_response(resp, ep.identity.is_none())),
-                Attempt::TimedOut => Err(if deadline.is_some_and(|d| d <= Instant::now()) {
-                    expiry_error.clone()
-                } else {
-                    ProxyError::Timeout
-                }),
-                Attempt::Failed(SendError::Connect(e)) => Err(ProxyError::ConnectFailed(e)),
-                Attempt::Failed(SendError::Refused) => Err(ProxyError::Reset("stream refused".into())),
-                Attempt::Failed(SendError::Reset(e)) => Err(ProxyError::Reset(e)),
-            }
-        };
-        let (Some(rc), Some(reason)) = (retries.as_ref(), reason) else {
-            return give_up(outcome);
-        };
-        if attempt_no >= rc.max_retries {
-            return give_up(outcome);
-        }
-        let never_reached_app = peer_not_ready
-            || matches!(outcome, Attempt::Failed(SendError::Connect(_)) | Attempt::Failed(SendError::Refused));
-        if !(never_reached_app || idempotent || route.retryable) {
-            return give_up(outcome);
-        }
-        if !body.can_replay() {
-            return give_up(outcome);
-        }
-        let backoff = full_jitter(rc.backoff_base, rc.backoff_max, attempt_no, rand::random::<f64>());
-        if deadline.is_some_and(|d| Instant::now() + backoff >= d) {
-            return give_up(outcome);
-        }
-        let Ok(_retry_permit) = svc.runtime.breaker.try_retry(&breaker_cfg) else {
-            ctx.metrics.breaker_rejections.with(&[&svc.name, &svc.namespace, "retries"]).inc();
-            return give_up(outcome);
-        };
-        if !svc.runtime.budget.try_withdraw(&rc.budget, Instant::now()) {
-            ctx.metrics.retry_budget_exhausted.with(&[&svc.name, &svc.namespace]).inc();
-            return give_up(outcome);
-        }
-        ctx.metrics.retries.with(&[&svc.name, &svc.namespace, reason]).inc();
-        drop(outcome);
-        if !backoff.is_zero() {
-            tokio::time::sleep(backoff).await;
-        }
-        attempt_no += 1;
-        last_endpoint = Some(ep.addr);
-    }
-}
-
-/// The body of each attempt: sent once, or kept for replay.
-enum AttemptBody {
-    Empty,
-    Once(Option<Body>),
-    Replay(ReplayBody),
-}
-
-impl AttemptBody {
-    fn next(&mut self) -> Option<Body> {
-        match self {
-            AttemptBody::Empty => Some(crate::http::empty()),
-            AttemptBody::Once(b) => b.take(),
-            AttemptBody::Replay(r) => r.replay().map(ReplayBody::into_body),
-        }
-    }
-    fn can_replay(&self) -> bool {
-        match self {
-            AttemptBody::Empty => true,
-            AttemptBody::Once(_) => false,
-            AttemptBody::Replay(r) => r.replay().is_some(),
-        }
-    }
+    let plan = Plan { svc: &svc, target, retries, replayable: idempotent || route.retryable, deadline, expiry, client };
+    // Headers are copied only when another attempt may need them.
+    let mut headers = Some(std::mem::take(&mut parts.headers));
+    let keep_headers = retries.is_some();
+    let answer = attempt::run(&plan, body, &ctx.metrics, |pick, body, try_deadline| {
+        let h = if keep_headers { headers.clone().unwrap_or_default() } else { headers.take().unwrap_or_default() };
+        let req = build_request(&parts.method, h, &authority, &path_and_query, body, pick, try_deadline, grpc, from_h1);
+        send(ctx, pick.clone(), req, from_h1)
+    })
+    .await?;
+    Ok(finish_response(ctx, &svc, answer))
 }
 
 #[allow(clippy::too_many_arguments)]
 fn build_request(
-    parts: &http::request::Parts,
+    method: &http::Method,
     headers: http::HeaderMap,
     authority: &Authority,
     pq: &PathAndQuery,
     body: Body,
-    target: &Target,
-    svc: &Service,
-    ep: &Endpoint,
+    pick: &Pick,
     deadline: Option<Instant>,
     grpc: bool,
     from_h1: bool,
 ) -> Request<Body> {
     let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
+    *req.method_mut() = method.clone();
     *req.headers_mut() = headers;
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(Scheme::HTTP);
@@ -319,10 +148,9 @@ fn build_request(
     if let Some(d) = deadline {
         deadline::write_for_peer(req.headers_mut(), d, Instant::now(), grpc);
     }
-    if ep.identity.is_some() {
+    if pick.endpoint.identity.is_some() {
         *req.version_mut() = Version::HTTP_2;
-        let port = dst_port(target, svc, ep);
-        req.headers_mut().insert(names::DST_PORT, HeaderValue::from(port));
+        req.headers_mut().insert(names::DST_PORT, HeaderValue::from(pick.port));
         if from_h1 {
             req.headers_mut().insert(names::ORIG_PROTO, HeaderValue::from_static("http/1.1"));
         }
@@ -330,34 +158,17 @@ fn build_request(
     req
 }
 
-/// The port the request is for on the peer's side: the original destination port (transparent),
-/// else the service's first target port, else the endpoint's app port.
-pub fn dst_port(target: &Target, svc: &Service, ep: &Endpoint) -> u16 {
-    if let Some(p) = target.dst_port {
-        return svc.policy.as_ref().map_or(p, |pol| if target.endpoint.is_none() { pol.target_port_for(p) } else { p });
-    }
-    svc.policy.as_ref().and_then(|p| p.first_target_port()).or_else(|| ep.app_ports.first().copied()).unwrap_or(0)
-}
-
-/// One attempt (`via`: the IP the app asked for, in transparent mode); also returns the connection
-/// set-up time inside it.
-async fn send(
-    ctx: &ProxyContext,
-    ep: &Endpoint,
-    via: Option<std::net::IpAddr>,
-    req: Request<Body>,
-    from_h1: bool,
-) -> (Attempt, Duration) {
+/// One attempt to the endpoint picked; also returns the connection set-up time inside it.
+async fn send(ctx: &ProxyContext, pick: Pick, req: Request<Body>, from_h1: bool) -> (Attempt<Incoming>, Duration) {
+    let ep = &pick.endpoint;
     let outcome = match &ep.identity {
-        Some(id) => match {
-            let (addr, slot) = ep.dial(via);
-            ctx.peers.send(slot, addr, id, req)
+        Some(id) => {
+            let (addr, slot) = pick.dial();
+            match ctx.peers.send(slot, addr, id, req).await {
+                Ok((resp, setup)) => return (Attempt::Response(resp), setup),
+                Err(e) => Attempt::Failed(e),
+            }
         }
-        .await
-        {
-            Ok((resp, setup)) => return (Attempt::Response(resp), setup),
-            Err(e) => Attempt::Failed(e),
-        },
         None => {
             // A static endpoint outside the mesh: plain HTTP, in the protocol it declared.
             let h2 = matches!(ep.protocol, Protocol::Http2 | Protocol::Grpc)
@@ -372,45 +183,56 @@ async fn send(
     (outcome, Duration::ZERO)
 }
 
-/// Feeds the one failure classification into outlier detection.
-pub fn record_outcome(ctx: &ProxyContext, svc: &Service, ep: &Endpoint, outcome: &Attempt) {
-    if retry::is_failure(outcome) {
-        let cfg = svc.breaker_config().outlier;
-        let now = Instant::now();
-        let total = svc.endpoints.len().max(1);
-        let may_eject = (svc.ejected(now) + 1) * 100 <= cfg.max_ejected_percent as usize * total;
-        let verdict = ep.outlier.on_failure(&cfg, now, may_eject);
-        if let Verdict::Ejected(d) = verdict {
-            ctx.metrics.endpoint_ejections.with(&[&svc.name, &svc.namespace]).inc();
-            tracing::warn!(service = %svc.name, endpoint = %ep.addr, seconds = d.as_secs_f64(), "endpoint ejected after consecutive failures");
-        }
-        ctx.metrics.endpoints_ejected.with(&[&svc.name, &svc.namespace]).set(svc.ejected(now) as i64);
-    } else if matches!(outcome, Attempt::Response(_)) {
-        ep.outlier.on_success();
-    }
-}
-
-/// Whether an attempt failed because the caller's body did.
-fn failed_by_client(client: &ClientBodyWatch, outcome: &Attempt) -> bool {
-    !matches!(outcome, Attempt::Response(_)) && client.failed()
-}
-
-/// A peer proxy's `503 not-ready`: it holds no policy yet, so nothing reached its app.
-fn is_not_ready(outcome: &Attempt) -> bool {
-    matches!(outcome, Attempt::Response(r) if r.status() == http::StatusCode::SERVICE_UNAVAILABLE
-        && r.headers().get(weft_proto::contract::PROXY_ERROR).is_some_and(|v| v == "not-ready"))
-}
-
 /// The response for the app. Only a proxy may say `x-weft-proxy-error` or `x-weft-overloaded`:
 /// from a peer proxy they stand (its inbound proxy removed any its app set), from a static endpoint
-/// outside the mesh they go.
-fn finish_response(resp: Response<Incoming>, outside_mesh: bool) -> Response<Body> {
-    let (mut parts, body) = resp.into_parts();
+/// outside the mesh they go. A gRPC status that comes at the end of the stream is classified then,
+/// against the endpoint that answered.
+fn finish_response(
+    ctx: &Arc<ProxyContext>,
+    svc: &Arc<crate::state::Service>,
+    answer: attempt::Answer<Incoming>,
+) -> Response<Body> {
+    let attempt::Answer { response, endpoint, class } = answer;
+    let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    if outside_mesh {
+    if endpoint.identity.is_none() {
         headers::strip_weft(&mut parts.headers, false);
     }
     parts.headers.remove(names::ORIG_PROTO);
     parts.headers.remove(names::DST_PORT);
-    Response::from_parts(parts, incoming(body))
+    let grpc_counter = crate::classify::grpc_status(&parts.headers).filter(|_| is_grpc(&parts.headers)).map(|code| {
+        ctx.metrics.grpc_responses.with(&[
+            "outbound",
+            &svc.name,
+            &svc.namespace,
+            crate::telemetry::metrics::status_str(code as u16),
+        ])
+    });
+    if let Some(c) = grpc_counter {
+        c.inc();
+    }
+    let body = match class {
+        Class::AtEndOfStream => {
+            let (ctx, svc) = (ctx.clone(), svc.clone());
+            incoming_grpc(body, move |code| at_end_of_stream(&ctx, &svc, &endpoint, code))
+        }
+        _ => incoming(body),
+    };
+    Response::from_parts(parts, body)
+}
+
+fn incoming_grpc(body: Incoming, on_end: impl FnOnce(Option<u32>) + Send + Sync + Unpin + 'static) -> Body {
+    use http_body_util::BodyExt;
+    GrpcStatusBody::new(body, on_end).map_err(|e| Box::new(e) as crate::http::BoxError).boxed()
+}
+
+/// A gRPC stream's status, read at its end: counted, and fed to outlier detection.
+fn at_end_of_stream(ctx: &ProxyContext, svc: &crate::state::Service, ep: &Endpoint, code: Option<u32>) {
+    let Some(code) = code else { return };
+    ctx.metrics
+        .grpc_responses
+        .with(&["outbound", &svc.name, &svc.namespace, crate::telemetry::metrics::status_str(code as u16)])
+        .inc();
+    let class = if crate::classify::grpc_failure(code) { Class::Failure } else { Class::Success };
+    attempt::record(&ctx.metrics, svc, ep, class);
 }

@@ -14,13 +14,14 @@ use weft_proto::contract::OPAQUE_PORTS;
 
 use crate::context::{drained, ProxyContext};
 use crate::net::detect::{self, Detected, Outcome, Prefixed};
-use crate::state::policy::Protocol;
 use crate::net::relay::Relay;
-pub use http::Target;
+use crate::respond::ProxyError;
+pub(crate) use crate::route::Target;
+use crate::state::policy::Protocol;
 
 /// Accepts connections for one `--upstream NAME=ADDR` listener until the drain ends it.
 pub async fn serve_upstream(ctx: Arc<ProxyContext>, listener: TcpListener, service: String) {
-    let target = Arc::new(Target::new(&ctx, service, None, None));
+    let target = Arc::new(Target::new(&ctx.metrics, service, None, None));
     // Outbound keeps serving during the drain: the app may still be finishing its work.
     loop {
         let (stream, _) = match listener.accept().await {
@@ -102,11 +103,7 @@ where
                 Some((d, held)) => (d, held),
                 None => return,
             },
-            Err(e) => {
-                ctx.metrics.proxy_errors.with(&["outbound", "detect-timeout"]).inc();
-                tracing::debug!("outbound connection refused: {e}");
-                return;
-            }
+            Err(_) => return crate::respond::close(&ctx.metrics, "outbound", &ProxyError::DetectTimeout, "the app"),
         },
     };
     let io = Prefixed::new(prefix, io);
@@ -120,7 +117,10 @@ where
 {
     let c = ctx.clone();
     match version {
-        Detected::Http2 => crate::net::http_server::http2(ctx, io, move |req| http::handle(c.clone(), target.clone(), req)).await,
+        Detected::Http2 => {
+            crate::net::http_server::http2(ctx, "outbound", io, move |req| http::handle(c.clone(), target.clone(), req))
+                .await
+        }
         _ => crate::net::http_server::http1(ctx, io, move |req| http::handle(c.clone(), target.clone(), req)).await,
     }
 }

@@ -1,6 +1,6 @@
 //! Outbound opaque TCP: tunnelled to a peer proxy over mTLS (ALPN `weft.tcp/1` and a preamble
-//! with the destination port), or straight to a static endpoint. A failed connect moves on to
-//! another endpoint.
+//! with the destination port), or straight to a static endpoint, to the endpoint the route
+//! decision picks. A failed connect counts against that endpoint and moves on to another.
 
 use std::sync::Arc;
 
@@ -8,12 +8,13 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
+use crate::classify::Class;
 use crate::context::ProxyContext;
 use crate::net::detect::Detected;
-use crate::outbound::http::{dst_port, Target};
-use crate::classify::Attempt;
 use crate::net::pool::peer::{Alpn, SendError};
 use crate::net::relay::{guarded_relay, relay, Relay};
+use crate::respond::ProxyError;
+use crate::route::{self, Target};
 
 const CONNECT_ATTEMPTS: usize = 3;
 
@@ -28,40 +29,38 @@ pub async fn proxy<T>(
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + ?Sized,
 {
-    let Some(svc) = ctx.view().service(&target.service).cloned() else {
-        tracing::debug!(service = %target.service, "no such service; closing");
-        return None;
+    let svc = match route::service(&ctx.view(), target) {
+        Ok(svc) => svc,
+        Err(e) => {
+            crate::respond::close(&ctx.metrics, "outbound", &e, "the app");
+            return None;
+        }
     };
     let cfg = svc.breaker_config();
     let _permit = match svc.runtime.breaker.try_connect(&cfg) {
         Ok(p) => p,
         Err(o) => {
             ctx.metrics.breaker_rejections.with(&[&svc.name, &svc.namespace, o.label()]).inc();
+            crate::respond::close(&ctx.metrics, "outbound", &ProxyError::Overloaded(o.label()), "the app");
             return None;
         }
     };
     let idle = ctx.cfg.tcp_idle_timeout;
     let mut avoid = None;
     for _ in 0..CONNECT_ATTEMPTS {
-        let Some(ep) = (match target.endpoint {
-            Some(addr) => svc.endpoint_at(addr.ip()),
-            None => svc.choose(Instant::now(), avoid),
-        }) else {
-            tracing::debug!(service = %svc.name, "no endpoints; closing");
-            ctx.metrics.proxy_errors.with(&["outbound", "no-endpoints"]).inc();
+        let Some(pick) = route::pick(&svc, target, Instant::now(), avoid) else {
+            crate::respond::close(&ctx.metrics, "outbound", &ProxyError::NoEndpoints(svc.key.clone()), "the app");
             return None;
         };
-        let port = dst_port(target, &svc, &ep);
+        let ep = pick.endpoint.clone();
         let upstream: Result<Box<dyn Upstream>, SendError> = match &ep.identity {
-            Some(id) => {
-                match ctx.peers.connector().connect(ep.dial(target.endpoint.map(|a| a.ip())).0, id, Alpn::Tcp).await {
-                    Ok(mut tls) => match crate::net::relay::write_preamble(&mut tls, port).await {
-                        Ok(()) => Ok(Box::new(tls)),
-                        Err(e) => Err(SendError::Connect(e.to_string())),
-                    },
-                    Err(e) => Err(e),
-                }
-            }
+            Some(id) => match ctx.peers.connector().connect(pick.dial().0, id, Alpn::Tcp).await {
+                Ok(mut tls) => match crate::net::relay::write_preamble(&mut tls, pick.port).await {
+                    Ok(()) => Ok(Box::new(tls)),
+                    Err(e) => Err(SendError::Connect(e.to_string())),
+                },
+                Err(e) => Err(e),
+            },
             None => crate::net::connect::connect(ep.addr, ctx.cfg.connect_timeout)
                 .await
                 .map(|s| Box::new(s) as Box<dyn Upstream>)
@@ -71,7 +70,7 @@ where
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!(endpoint = %ep.addr, "TCP connect failed: {e}");
-                crate::outbound::http::record_outcome(ctx, &svc, &ep, &Attempt::Failed(e));
+                crate::attempt::record(&ctx.metrics, &svc, &ep, Class::Failure);
                 if target.endpoint.is_some() {
                     return None;
                 }
@@ -79,7 +78,7 @@ where
                 continue;
             }
         };
-        ep.outlier.on_success();
+        crate::attempt::record(&ctx.metrics, &svc, &ep, Class::Success);
         let meshed = if ep.identity.is_some() { "true" } else { "false" };
         ctx.metrics.tcp_connections.with(&["outbound", &svc.name, &svc.namespace, meshed, meshed]).inc();
         let relayed = async {

@@ -11,7 +11,9 @@ use tokio::net::TcpListener;
 
 use crate::context::ProxyContext;
 use crate::net::original_dst::original_dst;
-use crate::outbound::{OpenGauge, Target};
+use crate::outbound::OpenGauge;
+use crate::respond::{close_with_warning, ProxyError};
+use crate::route::Target;
 
 /// How long a first connection to a newly seen service waits for its endpoints.
 const DISCOVERY_WAIT: Duration = Duration::from_secs(5);
@@ -40,8 +42,9 @@ pub async fn serve_outbound(ctx: Arc<ProxyContext>, listener: TcpListener) {
             // destination" is the listener itself, and passing it through would loop until the
             // descriptors run out.
             if stream.local_addr().is_ok_and(|local| local == dst) {
-                refuse(&ctx, "loop", || format!("{dst} is this proxy's own outbound listener"));
-                return;
+                return close_with_warning(&ctx.metrics, "outbound", &ProxyError::Loop, || {
+                    format!("{dst} is this proxy's own outbound listener")
+                });
             }
             match resolve(&ctx, dst).await {
                 Resolved::Mesh(target) => {
@@ -50,19 +53,14 @@ pub async fn serve_outbound(ctx: Arc<ProxyContext>, listener: TcpListener) {
                 Resolved::Outside => crate::outbound::passthrough(&ctx, stream, dst).await,
                 // A mesh destination is never reached in plaintext behind the mesh's back.
                 Resolved::NoEndpoints(service) => {
-                    refuse(&ctx, "no-endpoints", || {
+                    let e = ProxyError::NoEndpoints(service.clone());
+                    close_with_warning(&ctx.metrics, "outbound", &e, || {
                         format!("{dst} belongs to {service}, which has no endpoints; closing rather than passing it through")
                     })
                 }
             }
         });
     }
-}
-
-/// Counts and (rate-limited) logs an outbound connection refused, then drops it.
-fn refuse(ctx: &ProxyContext, reason: &'static str, why: impl FnOnce() -> String) {
-    ctx.metrics.proxy_errors.with(&["outbound", reason]).inc();
-    weft_telemetry::log_limit::warn("outbound-refused", why);
 }
 
 /// Where an original destination goes.
@@ -91,7 +89,12 @@ async fn resolve(ctx: &ProxyContext, dst: SocketAddr) -> Resolved {
                 return Resolved::NoEndpoints(service);
             }
             let is_vip = svc.policy.as_ref().and_then(|p| p.vip) == Some(dst.ip());
-            return Resolved::Mesh(Box::new(Target::new(ctx, service, Some(dst.port()), (!is_vip).then_some(dst))));
+            return Resolved::Mesh(Box::new(Target::new(
+                &ctx.metrics,
+                service,
+                Some(dst.port()),
+                (!is_vip).then_some(dst),
+            )));
         }
         drop(view);
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
@@ -99,4 +102,3 @@ async fn resolve(ctx: &ProxyContext, dst: SocketAddr) -> Resolved {
         }
     }
 }
-

@@ -5,9 +5,9 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use tokio::time::Instant;
 #[cfg(test)]
 use tokio::time::Duration;
+use tokio::time::Instant;
 
 use crate::state::policy::BudgetConfig;
 

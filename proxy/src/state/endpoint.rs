@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use tokio::time::{Duration, Instant};
 use weft_certs::SpiffeId;
 
-use crate::state::policy::Protocol;
 use crate::resilience::outlier::OutlierState;
+use crate::state::policy::Protocol;
 
 /// How fast old latency samples fade. Linkerd uses 10 s; a shorter memory lets an endpoint that
 /// had one slow moment (a cold connection, a GC pause) back in within a second or two, so that

@@ -15,10 +15,10 @@ use weft_certs::SpiffeId;
 use weft_proto::types;
 use weft_proto::v1 as pb;
 
-use crate::state::endpoint::{p2c, Endpoint};
-use crate::state::policy::{BreakerConfig, Policy, Protocol};
 use crate::resilience::breaker::Breaker;
 use crate::resilience::budget::RetryBudget;
+use crate::state::endpoint::{p2c, Endpoint};
+use crate::state::policy::{BreakerConfig, Policy, Protocol};
 
 /// State of one upstream service that outlives config updates.
 #[derive(Debug)]
@@ -29,7 +29,10 @@ pub struct ServiceRuntime {
 
 impl Default for ServiceRuntime {
     fn default() -> Self {
-        Self { breaker: Arc::new(Breaker::default()), budget: RetryBudget::new(crate::state::policy::BudgetConfig::default()) }
+        Self {
+            breaker: Arc::new(Breaker::default()),
+            budget: RetryBudget::new(crate::state::policy::BudgetConfig::default()),
+        }
     }
 }
 
@@ -131,7 +134,7 @@ fn split_pool<'a>(all: &[&'a Arc<Endpoint>], split: &[(String, u32)]) -> Vec<&'a
 
 /// Everything the data plane knows from the controller.
 #[derive(Debug, Clone, Default)]
-pub struct MeshView {
+pub struct Snapshot {
     pub services: HashMap<String, Arc<Service>>,
     /// Address (`IP` or `IP:port`) → service, for transparent mode.
     pub directory: Arc<HashMap<String, String>>,
@@ -141,7 +144,7 @@ pub struct MeshView {
     pub accepted: BTreeMap<String, String>,
 }
 
-impl MeshView {
+impl Snapshot {
     pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
         self.services.get(name)
     }
@@ -153,7 +156,7 @@ impl MeshView {
 
     /// Applies one discovery response. Returns the new view and the resources rejected (name,
     /// reason); the previous version of each rejected resource stays in force.
-    pub fn apply(&self, resp: &pb::DiscoveryResponse) -> (MeshView, Vec<(String, String)>) {
+    pub fn apply(&self, resp: &pb::DiscoveryResponse) -> (Snapshot, Vec<(String, String)>) {
         let mut next = self.clone();
         let mut rejected = Vec::new();
         let held = next.held.entry(resp.type_url.clone()).or_default();
@@ -314,7 +317,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn endpoint_state_survives_updates() {
-        let v = MeshView::default();
+        let v = Snapshot::default();
         let (v, rej) = v.apply(&endpoints_response("1", "bar", &[("127.0.0.1:1", ""), ("127.0.0.1:2", "")]));
         assert!(rej.is_empty());
         let first = v.services["bar"].endpoints[0].clone();
@@ -328,7 +331,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_merge_adds_endpoints_and_keeps_the_held_ones() {
-        let v = MeshView::default();
+        let v = Snapshot::default();
         let (v, _) = v.apply(&endpoints_response("1", "bar", &[("127.0.0.1:1", "")]));
         let mut merge = endpoints_response("2", "bar", &[("127.0.0.1:2", "")]);
         merge.merge = true;
@@ -343,7 +346,7 @@ mod tests {
 
     #[test]
     fn a_bad_resource_is_rejected_and_the_rest_applied() {
-        let v = MeshView::default();
+        let v = Snapshot::default();
         let (v, _) = v.apply(&endpoints_response("1", "bar", &[("127.0.0.1:1", "")]));
         let mut resp = endpoints_response("2", "bar", &[("nonsense", "")]);
         resp.resources.extend(endpoints_response("2", "baz", &[("127.0.0.1:9", "")]).resources);
@@ -357,7 +360,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn split_only_counts_versions_with_endpoints() {
-        let v = MeshView::default();
+        let v = Snapshot::default();
         let (v, _) = v.apply(&endpoints_response("1", "bar", &[("127.0.0.1:1", "v1")]));
         let svc = v.services["bar"].clone();
         let svc = Service {
@@ -381,7 +384,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_ejected_canary_sends_its_share_to_the_others() {
-        let v = MeshView::default();
+        let v = Snapshot::default();
         let (v, _) = v.apply(&endpoints_response("1", "bar", &[("127.0.0.1:1", "v1"), ("127.0.0.1:2", "v2")]));
         let policy = Policy::compile(&pb::ServicePolicy {
             name: "bar".into(),
@@ -394,8 +397,10 @@ mod tests {
         .unwrap();
         let svc = Service { policy: Some(Arc::new(policy)), ..(*v.services["bar"]).clone() };
         assert!((0..20).all(|_| svc.choose(Instant::now(), None).unwrap().version == "v2"));
-        let cfg =
-            crate::state::policy::OutlierConfig { consecutive_failures: 1, ..crate::state::policy::BreakerConfig::default().outlier };
+        let cfg = crate::state::policy::OutlierConfig {
+            consecutive_failures: 1,
+            ..crate::state::policy::BreakerConfig::default().outlier
+        };
         let v2 = svc.endpoints.iter().find(|e| e.version == "v2").unwrap();
         v2.outlier.on_failure(&cfg, Instant::now(), true);
         assert!((0..20).all(|_| svc.choose(Instant::now(), None).unwrap().version == "v1"));

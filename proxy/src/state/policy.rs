@@ -66,6 +66,11 @@ pub struct Faults {
     pub delay: Duration,
 }
 
+impl Faults {
+    /// No fault injected.
+    pub const NONE: Faults = Faults { abort_percent: 0, abort_status: 0, delay_percent: 0, delay: Duration::ZERO };
+}
+
 #[derive(Clone, Debug)]
 pub struct RoutePolicy {
     pub timeout: Option<Duration>,

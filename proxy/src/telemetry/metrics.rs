@@ -24,6 +24,7 @@ pub struct ProxyMetrics {
     pub config_rejected: CounterVec,
     pub config_updates: CounterVec,
     pub proxy_errors: CounterVec,
+    pub grpc_responses: CounterVec,
 }
 
 impl ProxyMetrics {
@@ -101,6 +102,11 @@ impl ProxyMetrics {
                 "weft_proxy_errors_total",
                 "Responses made by the proxy itself, by reason.",
                 &["direction", "reason"],
+            ),
+            grpc_responses: r.counter(
+                "weft_grpc_responses_total",
+                "gRPC answers by status (read from the headers of a trailers-only answer, else at the end of the stream).",
+                &["direction", "service", "namespace", "grpc_status"],
             ),
             registry: r,
         }
