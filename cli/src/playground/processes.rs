@@ -44,6 +44,9 @@ struct Running {
 
 pub struct Topology {
     dir: PathBuf,
+    /// The folder was made for this run (no `--dir`): removed at a clean stop, since it holds
+    /// a CA key.
+    temporary: bool,
     controller_admin: SocketAddr,
     workloads: Vec<Workload>,
     children: Vec<Running>,
@@ -126,6 +129,7 @@ impl Topology {
         }
         let mut topo = Self {
             dir: dir.clone(),
+            temporary: args.dir.is_none(),
             controller_admin: local(base + 1),
             workloads: workloads.clone(),
             children: vec![],
@@ -278,6 +282,12 @@ Try (in another terminal):
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.kill_all();
+        if std::mem::take(&mut self.temporary) {
+            match std::fs::remove_dir_all(&self.dir) {
+                Ok(()) => eprintln!("removed {} (pass --dir to keep the files and logs)", self.dir.display()),
+                Err(e) => eprintln!("could not remove {}: {e}", self.dir.display()),
+            }
+        }
     }
 
     fn kill_all(&mut self) {
@@ -292,5 +302,12 @@ Try (in another terminal):
 impl Drop for Topology {
     fn drop(&mut self) {
         self.kill_all();
+        // Not stopped cleanly (a start failed): the logs explain why, so they stay, and we say where.
+        if self.temporary {
+            eprintln!(
+                "the playground's files (logs, and its CA key) stay in {}; remove them when done",
+                self.dir.display()
+            );
+        }
     }
 }

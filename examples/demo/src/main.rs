@@ -70,12 +70,35 @@ fn main() -> std::process::ExitCode {
             }
         });
     }
-    match rt.block_on(http_app::serve(args, state)) {
+    // As PID 1 in a container nothing handles SIGTERM for us: without this, a stop waits out
+    // its grace period and kills the app (exit 137).
+    let served = rt.block_on(async {
+        tokio::select! {
+            r = http_app::serve(args, state) => r,
+            () = terminated() => Ok(()),
+        }
+    });
+    match served {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("weft-demo: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn terminated() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        // No signal handling here: only a kill stops us, as before.
+        _ => std::future::pending().await,
     }
 }
 

@@ -59,3 +59,34 @@ fn the_local_playground_runs_over_mtls_and_leaves_nothing_behind() {
     let left = processes_mentioning(&work.display().to_string());
     assert!(left.is_empty(), "processes left behind: {left:#?}");
 }
+
+#[test]
+fn a_playground_without_dir_removes_its_temporary_folder_and_says_so() {
+    let tmp = TestDir::new("playground-tmp");
+    let base = free_base();
+    let out = Command::new(bin("weft"))
+        .args(["playground", "--duration", "3", "--plain", "--base-port", &base.to_string()])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}\n{stderr}", out.status);
+    assert!(stderr.contains("removed ") && stderr.contains("weft-playground-"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "left behind in {}: {left:?}", tmp.path().display());
+}
+
+#[test]
+fn the_demo_app_stops_on_sigterm() {
+    use weft_tests::harness::{free_port, wait_http_ok, Proc};
+    let dir = TestDir::new("demo-sigterm");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(bin("weft-demo"));
+    cmd.args(["--name", "bar", "--listen", &addr]);
+    let mut demo = Proc::spawn("weft-demo", cmd, dir.path().join("demo.log"));
+    wait_http_ok(&format!("http://{addr}/"), Duration::from_secs(10)).unwrap();
+    demo.signal("TERM");
+    // A container runtime waits 10 s before SIGKILL: the app must be gone well before.
+    let status = demo.wait_exit(Duration::from_secs(5)).expect("weft-demo ignored SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", demo.logs());
+}
