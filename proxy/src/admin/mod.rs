@@ -3,6 +3,7 @@
 //! unless `--admin-open`.
 
 pub(crate) mod app_probe;
+mod policy_json;
 
 use std::sync::Arc;
 
@@ -87,20 +88,7 @@ fn config_json(ctx: &ProxyContext) -> String {
         .services
         .values()
         .map(|s| {
-            let policy = s.policy.as_ref().map(|p| {
-                let src = &p.source;
-                json!({
-                    "protocol": format!("{:?}", p.protocol),
-                    "vip": src.vip,
-                    "ports": src.ports.iter().map(|m| json!({"port": m.port, "target_port": m.target_port})).collect::<Vec<_>>(),
-                    "mtls": if p.mtls_strict { "strict" } else { "permissive" },
-                    "allow": src.allow.as_ref().map(|a| a.identities.clone()),
-                    "default_route": format!("{:?}", p.default_route),
-                    "routes": p.routes.iter().map(|(m, r)| json!({"match": format!("{m:?}"), "policy": format!("{r:?}")})).collect::<Vec<_>>(),
-                    "circuit_breaker": format!("{:?}", p.breaker),
-                    "split": p.split,
-                })
-            });
+            let policy = s.policy.as_ref().map(|p| policy_json::service_policy(&p.source));
             json!({
                 "name": s.name,
                 "namespace": s.namespace,

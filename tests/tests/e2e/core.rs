@@ -642,3 +642,32 @@ fn a_proxy_shutting_down_under_traffic_loses_no_request() {
     assert!(ok > 100, "{ok}");
     assert!(bar2_app.requests() > 0);
 }
+
+#[test]
+fn config_shows_each_policy_in_the_mesh_file_shape() {
+    let mesh = "trust_domain: weft.local\nservices:\n  foo: {}\n  bar:\n    protocol: http\n    mtls: strict\n    \
+                allow: [foo]\n    timeout: 2s\n    retries: {max_retries: 3, backoff: {base: 50ms, max: 1s}}\n    \
+                routes:\n      - match: {path_prefix: /slow}\n        timeout: 10s\n";
+    let (_m, _bar_app, foo, _bar) = foo_and_bar("config-json", mesh);
+    let config = foo.config();
+    let bar = config["services"].as_array().unwrap().iter().find(|s| s["name"] == "bar").cloned().unwrap();
+    let p = &bar["policy"];
+    assert_eq!(p["protocol"], "http", "{p:#}");
+    assert_eq!(p["mtls"], "strict");
+    assert_eq!(p["allow"], serde_json::json!([FOO_ID]));
+    assert_eq!(p["timeout"], "2s");
+    assert_eq!(p["retries"]["max_retries"], 3);
+    assert_eq!(p["retries"]["backoff"], serde_json::json!({"base": "50ms", "max": "1s"}));
+    // Defaults are spelled out, not left for the reader to know.
+    assert!(p["retries"]["budget"]["window"].is_string(), "{p:#}");
+    assert!(p["circuit_breaker"]["outlier"]["consecutive_failures"].is_u64(), "{p:#}");
+    // A route inherits what it does not set.
+    assert_eq!(p["routes"][0]["match"]["path_prefix"], "/slow");
+    assert_eq!(p["routes"][0]["timeout"], "10s");
+    assert_eq!(p["routes"][0]["retries"]["max_retries"], 3);
+    // The runtime fields stay.
+    assert_eq!(bar["namespace"], "default");
+    assert_eq!(bar["endpoints"].as_array().map(Vec::len), Some(1));
+    assert!(config["versions"].is_object() || config["versions"].is_array(), "{config:#}");
+    assert!(!config["directory"].is_null());
+}
