@@ -49,7 +49,7 @@ fn route_fields(out: &mut Map<String, Value>, r: Option<&pb::RoutePolicy>) {
 }
 
 fn retries(r: &pb::RetryPolicy) -> Value {
-    let budget = r.budget.clone().unwrap_or_default();
+    let budget = r.budget.unwrap_or_default();
     json!({
         "on": r.on,
         "status_codes": r.status_codes,
@@ -123,7 +123,7 @@ fn duration(ms: u64) -> Value {
     const UNITS: [(u64, &str); 4] = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")];
     let text = UNITS
         .iter()
-        .find(|(size, _)| ms > 0 && ms % size == 0)
+        .find(|(size, _)| ms > 0 && ms.is_multiple_of(*size))
         .map_or_else(|| format!("{ms}ms"), |(size, unit)| format!("{}{unit}", ms / size));
     json!(text)
 }
