@@ -12,6 +12,9 @@ use crate::procs::{forget_namespace, register_namespace, run_ok};
 
 /// The switch's address; pod N is 198.18.0.N.
 pub const SWITCH_IP: &str = "198.18.0.1";
+/// The switch's IPv6 address in dual-stack labs; pod N is fd00:198:18::N (a unique local prefix,
+/// inside our namespaces only).
+pub const SWITCH_IP6: &str = "fd00:198:18::1";
 
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -38,18 +41,24 @@ pub fn require() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The one network-namespace lab (the benchmark's pods and the tests' alike).
 pub struct Lab {
     prefix: String,
     switch: String,
     namespaces: Vec<String>,
+    v6_switch: bool,
 }
 
 impl Lab {
     pub fn new() -> anyhow::Result<Self> {
+        Self::with_prefix(format!("wb{}", std::process::id() % 100_000))
+    }
+
+    /// A lab whose namespaces and links are named `PREFIX-…` (short: interface names are 15 bytes).
+    pub fn with_prefix(prefix: String) -> anyhow::Result<Self> {
         require()?;
-        let prefix = format!("wb{}", std::process::id() % 100_000);
         let switch = format!("{prefix}-sw");
-        let mut lab = Self { prefix, switch: switch.clone(), namespaces: vec![] };
+        let mut lab = Self { prefix, switch: switch.clone(), namespaces: vec![], v6_switch: false };
         lab.add_ns(&switch)?;
         // A fixed MAC: a bridge without one takes its lowest port's, so adding a pod could change
         // the switch's MAC under the pods' ARP caches.
@@ -71,6 +80,10 @@ impl Lab {
 
     pub fn switch(&self) -> &str {
         &self.switch
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     fn add_ns(&mut self, ns: &str) -> anyhow::Result<()> {
@@ -95,6 +108,19 @@ impl Lab {
         ip(&["-n", &ns, "link", "set", &a, "up"])?;
         ip(&["-n", &ns, "route", "add", "default", "via", SWITCH_IP])?;
         Ok(ns)
+    }
+
+    /// Gives the switch and pod `ns` (made by [`Lab::pod`] as number `n`) IPv6 addresses too.
+    pub fn dual_stack(&mut self, ns: &str, n: u8) -> anyhow::Result<()> {
+        let ip = |args: &[&str]| run_ok(Command::new("ip").args(args)).with_context(|| format!("IPv6 for {ns}"));
+        if !self.v6_switch {
+            ip(&["-n", &self.switch, "addr", "add", &format!("{SWITCH_IP6}/64"), "dev", "br0", "nodad"])?;
+            self.v6_switch = true;
+        }
+        let dev = format!("{}p{n}", self.prefix);
+        ip(&["-n", ns, "addr", "add", &format!("fd00:198:18::{n}/64"), "dev", &dev, "nodad"])?;
+        ip(&["-n", ns, "-6", "route", "add", "default", "via", SWITCH_IP6])?;
+        Ok(())
     }
 }
 

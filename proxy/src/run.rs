@@ -132,16 +132,16 @@ pub fn run(cfg: ProxyConfig, log: LogLevel) -> anyhow::Result<()> {
         };
         rt.block_on(async move {
             let inbound = tokio::net::TcpListener::from_std(inbound)?;
-            tokio::spawn(crate::inbound::serve(data_ctx.clone(), inbound));
+            tokio::spawn(crate::inbound::accept(data_ctx.clone(), inbound));
             for (service, l) in upstreams {
-                tokio::spawn(crate::outbound::serve_upstream(
+                tokio::spawn(crate::outbound::accept_upstream(
                     data_ctx.clone(),
                     tokio::net::TcpListener::from_std(l)?,
                     service,
                 ));
             }
             for l in transparent {
-                tokio::spawn(crate::outbound::transparent::serve_outbound(
+                tokio::spawn(crate::outbound::transparent::accept_redirected(
                     data_ctx.clone(),
                     tokio::net::TcpListener::from_std(l)?,
                 ));

@@ -9,18 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{bin, Proc, TestDir};
 
-/// The switch's address; pods are 198.18.0.N (the benchmarking range, inside our namespaces only).
-pub const SWITCH_IP: &str = "198.18.0.1";
-/// The switch's IPv6 address in dual-stack labs; pods are fd00:198:18::N (a unique local prefix,
-/// inside our namespaces only).
-pub const SWITCH_IP6: &str = "fd00:198:18::1";
-
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false)
-}
+pub use weft_bench::netns::{is_root, SWITCH_IP, SWITCH_IP6};
 
 pub fn require_root() {
     assert!(is_root(), "network-namespace tests need root (ip netns, veth, iptables); run the test command as root");
@@ -34,23 +23,16 @@ pub fn require_root() {
     }
 }
 
-fn sh(cmd: &[&str]) -> Output {
-    Command::new(cmd[0]).args(&cmd[1..]).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
-}
-
-fn must(cmd: &[&str]) {
-    let out = sh(cmd);
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
+/// The benchmark's lab (switch, pods, dual stack), plus what tests need around it: processes
+/// that die with the lab, per-namespace hosts files, `curl` and `exec` inside a pod.
 pub struct Lab {
     pub prefix: String,
     pub switch: String,
-    namespaces: Vec<String>,
     procs: Vec<Proc>,
     pub dir: TestDir,
-    v6_switch: bool,
     etc_dirs: Vec<std::path::PathBuf>,
+    /// Dropped last (fields drop in order, after `Drop::drop` has stopped the processes).
+    lab: weft_bench::netns::Lab,
 }
 
 impl Lab {
@@ -58,55 +40,18 @@ impl Lab {
         require_root();
         static N: AtomicU32 = AtomicU32::new(0);
         let prefix = format!("w{}{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::SeqCst));
-        let switch = format!("{prefix}-sw");
-        let mut lab = Self {
-            prefix,
-            switch: switch.clone(),
-            namespaces: vec![],
-            procs: vec![],
-            dir: TestDir::new(name),
-            v6_switch: false,
-            etc_dirs: vec![],
-        };
-        lab.add_ns(&switch);
-        // A fixed MAC: a bridge without one takes its lowest port's, so adding a pod could change
-        // the switch's MAC under the pods' ARP caches and cut them off from it for seconds.
-        must(&["ip", "-n", &switch, "link", "add", "br0", "address", "02:00:c6:12:00:01", "type", "bridge"]);
-        must(&["ip", "-n", &switch, "addr", "add", &format!("{SWITCH_IP}/24"), "dev", "br0"]);
-        must(&["ip", "-n", &switch, "link", "set", "br0", "up"]);
-        lab
-    }
-
-    fn add_ns(&mut self, ns: &str) {
-        let _ = sh(&["ip", "netns", "del", ns]);
-        must(&["ip", "netns", "add", ns]);
-        self.namespaces.push(ns.to_string());
-        must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        let lab = weft_bench::netns::Lab::with_prefix(prefix.clone()).unwrap_or_else(|e| panic!("{e:#}"));
+        Self { prefix, switch: lab.switch().to_string(), procs: vec![], dir: TestDir::new(name), etc_dirs: vec![], lab }
     }
 
     /// A pod namespace at 198.18.0.`n`, wired to the switch. Returns its name.
     pub fn pod(&mut self, name: &str, n: u8) -> String {
-        let ns = format!("{}-{name}", self.prefix);
-        self.add_ns(&ns);
-        let (a, b) = (format!("{}p{n}", self.prefix), format!("{}s{n}", self.prefix));
-        must(&["ip", "link", "add", &a, "netns", &ns, "type", "veth", "peer", "name", &b, "netns", &self.switch]);
-        must(&["ip", "-n", &self.switch, "link", "set", &b, "master", "br0"]);
-        must(&["ip", "-n", &self.switch, "link", "set", &b, "up"]);
-        must(&["ip", "-n", &ns, "addr", "add", &format!("198.18.0.{n}/24"), "dev", &a]);
-        must(&["ip", "-n", &ns, "link", "set", &a, "up"]);
-        must(&["ip", "-n", &ns, "route", "add", "default", "via", SWITCH_IP]);
-        ns
+        self.lab.pod(name, n).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Gives the switch and the pod `ns` (made by [`Lab::pod`] as number `n`) IPv6 addresses too.
     pub fn dual_stack(&mut self, ns: &str, n: u8) {
-        if !self.v6_switch {
-            must(&["ip", "-n", &self.switch, "addr", "add", &format!("{SWITCH_IP6}/64"), "dev", "br0", "nodad"]);
-            self.v6_switch = true;
-        }
-        let dev = format!("{}p{n}", self.prefix);
-        must(&["ip", "-n", ns, "addr", "add", &format!("fd00:198:18::{n}/64"), "dev", &dev, "nodad"]);
-        must(&["ip", "-n", ns, "-6", "route", "add", "default", "via", SWITCH_IP6]);
+        self.lab.dual_stack(ns, n).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Names resolved inside `ns` (`ip netns exec` mounts `/etc/netns/NS/hosts` over `/etc/hosts`).
@@ -138,12 +83,8 @@ impl Lab {
 
     /// Starts a long-running process in a namespace, optionally as another user.
     pub fn spawn(&mut self, ns: &str, name: &str, uid: Option<u32>, cmd: &[String]) {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns]);
-        if let Some(uid) = uid {
-            c.args(["setpriv", &format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups", "--"]);
-        }
-        c.args(cmd);
+        let mut c = weft_bench::netns::command(Some(ns), uid, &cmd[0]);
+        c.args(&cmd[1..]);
         let log = self.dir.path().join(format!("{name}.log"));
         self.procs.push(Proc::spawn(name, c, log));
     }
@@ -203,9 +144,6 @@ impl Drop for Lab {
             p.kill();
         }
         self.procs.clear();
-        for ns in self.namespaces.iter().rev() {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
         for d in &self.etc_dirs {
             let _ = std::fs::remove_dir_all(d);
         }

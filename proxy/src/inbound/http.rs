@@ -25,7 +25,7 @@ use crate::state::policy::{Faults, Protocol};
 use crate::telemetry::access_log;
 
 /// Serves HTTP from `caller` on one connection, in the version it speaks.
-pub async fn serve<T>(ctx: &Arc<ProxyContext>, io: T, caller: Arc<Caller>, app: AppTarget, version: Detected)
+pub async fn connection<T>(ctx: &Arc<ProxyContext>, io: T, caller: Arc<Caller>, app: AppTarget, version: Detected)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {

@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use weft_certs::tls;
 
 use crate::context::{drained, ProxyContext};
-use crate::outbound::OpenGauge;
+use crate::net::accept::accept_loop;
 use crate::telemetry::metrics::RequestSeries;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,35 +84,15 @@ pub fn own_policy(ctx: &ProxyContext) -> Option<Arc<crate::state::policy::Policy
 }
 
 /// Accepts inbound connections until the drain starts.
-pub async fn serve(ctx: Arc<ProxyContext>, listener: TcpListener) {
+pub async fn accept(ctx: Arc<ProxyContext>, listener: TcpListener) {
     let acceptor = TlsAcceptor::from(ctx.inbound_tls.clone());
     let inbound_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let drain = drained(ctx.drain.signal());
-    tokio::pin!(drain);
-    loop {
-        let (stream, remote) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("inbound accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = &mut drain => {
-                tracing::info!("inbound listener closed for shutdown");
-                return;
-            }
-        };
-        let ctx = ctx.clone();
+    accept_loop(ctx, listener, "inbound", drain, move |ctx, stream, remote| {
         let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let _open = ctx.drain.track();
-            let _gauge = OpenGauge::new(&ctx, "inbound");
-            let _ = stream.set_nodelay(true);
-            connection(&ctx, stream, remote, acceptor, inbound_port).await;
-        });
-    }
+        async move { connection(&ctx, stream, remote, acceptor, inbound_port).await }
+    })
+    .await
 }
 
 async fn connection(
@@ -130,7 +110,7 @@ async fn connection(
         if let Some(orig) = crate::net::original_dst::original_dst(&stream) {
             if orig.port() != inbound_port {
                 // Redirected from an app port: a client outside the mesh.
-                crate::inbound::plaintext::serve(ctx, stream, remote, orig).await;
+                crate::inbound::plaintext::connection(ctx, stream, remote, orig).await;
                 return;
             }
         }
@@ -154,9 +134,9 @@ async fn connection(
         fixed: false,
     };
     match alpn.as_deref() {
-        Some(tls::ALPN_H2) => http::serve(ctx, tls, caller, app, crate::net::detect::Detected::Http2).await,
-        Some(tls::ALPN_HTTP1) => http::serve(ctx, tls, caller, app, crate::net::detect::Detected::Http1).await,
-        Some(tls::ALPN_TCP) => opaque::serve(ctx, tls, caller, app).await,
+        Some(tls::ALPN_H2) => http::connection(ctx, tls, caller, app, crate::net::detect::Detected::Http2).await,
+        Some(tls::ALPN_HTTP1) => http::connection(ctx, tls, caller, app, crate::net::detect::Detected::Http1).await,
+        Some(tls::ALPN_TCP) => opaque::tunnel(ctx, tls, caller, app).await,
         other => {
             tracing::debug!(%remote, ?other, "inbound connection without a known ALPN; closing")
         }

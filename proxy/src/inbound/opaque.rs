@@ -26,7 +26,7 @@ fn close(ctx: &ProxyContext, e: &ProxyError, caller: &Caller) {
     crate::respond::close(&ctx.metrics, "inbound", e, format_args!("{} ({:?})", caller.remote, caller.identity));
 }
 
-pub async fn serve<T>(ctx: &Arc<ProxyContext>, mut io: T, caller: Arc<Caller>, app: AppTarget)
+pub async fn tunnel<T>(ctx: &Arc<ProxyContext>, mut io: T, caller: Arc<Caller>, app: AppTarget)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -48,12 +48,12 @@ where
     ctx.metrics.tcp_connections.with(&["inbound", name, ns, caller.tls(), "true"]).inc();
     let app = AppTarget { default_port: Some(port), fixed: true, ..app };
     let protocol = policy.as_ref().map_or(Protocol::Detect, |p| p.protocol);
-    serve_stream(ctx, io, caller, app, Framing::of(protocol, Some(port))).await;
+    to_app(ctx, io, caller, app, Framing::of(protocol, Some(port))).await;
 }
 
 /// Serves an authorized connection to the app as its framing says: relayed bytes, HTTP, or (nothing
 /// declared) relayed bytes held until they show they are not HTTP.
-pub async fn serve_stream<T>(ctx: &Arc<ProxyContext>, mut io: T, caller: Arc<Caller>, app: AppTarget, framing: Framing)
+pub async fn to_app<T>(ctx: &Arc<ProxyContext>, mut io: T, caller: Arc<Caller>, app: AppTarget, framing: Framing)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -63,12 +63,14 @@ where
             relay_to_app(ctx, &mut io, app_addr, Relay::Plain).await;
         }
         Framing::Http => match detect::detect(&mut io, None, ctx.cfg.header_read_timeout).await {
-            Ok(Outcome::Known(d, prefix)) => super::http::serve(ctx, Prefixed::new(prefix, io), caller, app, d).await,
+            Ok(Outcome::Known(d, prefix)) => {
+                super::http::connection(ctx, Prefixed::new(prefix, io), caller, app, d).await
+            }
             Ok(Outcome::Silent) | Err(_) => close(ctx, &ProxyError::DetectTimeout, &caller),
         },
         Framing::Detect => {
             if let Some((d, held)) = relay_to_app(ctx, &mut io, app_addr, Relay::Guarded).await {
-                super::http::serve(ctx, Prefixed::new(held, io), caller, app, d).await
+                super::http::connection(ctx, Prefixed::new(held, io), caller, app, d).await
             }
         }
     }

@@ -17,7 +17,7 @@ use crate::state::policy::Protocol;
 
 /// A redirected connection to an app port from a client outside the mesh: served in plaintext when
 /// the service's policy admits plaintext callers, as its protocol says.
-pub(crate) async fn serve(ctx: &Arc<ProxyContext>, stream: TcpStream, remote: SocketAddr, orig: SocketAddr) {
+pub(crate) async fn connection(ctx: &Arc<ProxyContext>, stream: TcpStream, remote: SocketAddr, orig: SocketAddr) {
     let policy = crate::inbound::own_policy(ctx);
     match authorize(policy.as_deref(), None) {
         Ok(()) => {}
@@ -41,17 +41,14 @@ pub(crate) async fn serve(ctx: &Arc<ProxyContext>, stream: TcpStream, remote: So
             .await
         {
             Ok(Outcome::Known(Detected::Opaque, prefix)) => {
-                crate::inbound::opaque::serve_stream(ctx, Prefixed::new(prefix, stream), caller, app, Framing::Opaque)
-                    .await
+                crate::inbound::opaque::to_app(ctx, Prefixed::new(prefix, stream), caller, app, Framing::Opaque).await
             }
             Ok(Outcome::Known(d, prefix)) => {
-                crate::inbound::http::serve(ctx, Prefixed::new(prefix, stream), caller, app, d).await
+                crate::inbound::http::connection(ctx, Prefixed::new(prefix, stream), caller, app, d).await
             }
-            Ok(Outcome::Silent) => {
-                crate::inbound::opaque::serve_stream(ctx, stream, caller, app, Framing::Detect).await
-            }
+            Ok(Outcome::Silent) => crate::inbound::opaque::to_app(ctx, stream, caller, app, Framing::Detect).await,
             Err(_) => crate::respond::close(&ctx.metrics, "inbound", &ProxyError::DetectTimeout, remote),
         },
-        other => crate::inbound::opaque::serve_stream(ctx, stream, caller, app, other).await,
+        other => crate::inbound::opaque::to_app(ctx, stream, caller, app, other).await,
     }
 }

@@ -1,7 +1,8 @@
-//! Connections as bytes: dialling with a timeout, protocol detection, the original destination of
+//! Connections as bytes: accepting, dialling with a timeout, protocol detection, the original destination of
 //! redirected connections, relaying opaque TCP, serving HTTP with the proxy's limits, and the
 //! connection pools towards peers and the app.
 
+pub(crate) mod accept;
 pub(crate) mod connect;
 pub(crate) mod detect;
 pub(crate) mod http_server;

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use weft_proto::contract::OPAQUE_PORTS;
 
 use crate::context::{drained, ProxyContext};
+use crate::net::accept::accept_loop;
 use crate::net::detect::{self, Detected, Outcome, Prefixed};
 use crate::net::relay::Relay;
 use crate::respond::ProxyError;
@@ -20,28 +21,18 @@ pub(crate) use crate::route::Target;
 use crate::state::policy::Protocol;
 
 /// Accepts connections for one `--upstream NAME=ADDR` listener until the drain ends it.
-pub async fn serve_upstream(ctx: Arc<ProxyContext>, listener: TcpListener, service: String) {
+pub async fn accept_upstream(ctx: Arc<ProxyContext>, listener: TcpListener, service: String) {
     let target = Arc::new(Target::new(&ctx.metrics, service, None, None));
     // Outbound keeps serving during the drain: the app may still be finishing its work.
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("outbound accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let ctx = ctx.clone();
+    let never = std::future::pending();
+    accept_loop(ctx, listener, "outbound", never, move |ctx, stream, _| {
         let target = target.clone();
-        tokio::spawn(async move {
-            let _open = ctx.drain.track();
-            let _gauge = OpenGauge::new(&ctx, "outbound");
-            let _ = stream.set_nodelay(true);
+        async move {
             let opaque_port = explicit_port(&ctx, &target.service);
-            serve(&ctx, stream, target, opaque_port).await;
-        });
-    }
+            connection(&ctx, stream, target, opaque_port).await;
+        }
+    })
+    .await
 }
 
 /// The port that decides "opaque" for an explicit upstream: the service's first target port,
@@ -78,7 +69,7 @@ impl Framing {
 }
 
 /// Serves one outbound connection: HTTP (either version) or opaque TCP.
-pub async fn serve<T>(ctx: &Arc<ProxyContext>, mut io: T, target: Arc<Target>, port: Option<u16>)
+pub async fn connection<T>(ctx: &Arc<ProxyContext>, mut io: T, target: Arc<Target>, port: Option<u16>)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -107,11 +98,11 @@ where
         },
     };
     let io = Prefixed::new(prefix, io);
-    serve_http(ctx, io, target, detected).await
+    http_connection(ctx, io, target, detected).await
 }
 
 /// Serves outbound HTTP in the version the client speaks.
-async fn serve_http<T>(ctx: &Arc<ProxyContext>, io: T, target: Arc<Target>, version: Detected)
+async fn http_connection<T>(ctx: &Arc<ProxyContext>, io: T, target: Arc<Target>, version: Detected)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -126,22 +117,6 @@ where
 }
 
 /// Keeps `weft_tcp_connections_open{direction}` right for the life of a connection.
-pub struct OpenGauge(weft_telemetry::Gauge);
-
-impl OpenGauge {
-    pub fn new(ctx: &ProxyContext, direction: &'static str) -> Self {
-        let gauge = ctx.metrics.tcp_open.with(&[direction]);
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for OpenGauge {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 /// Passes a connection to a destination outside the mesh straight through (transparent mode).
 pub async fn passthrough<T>(ctx: &Arc<ProxyContext>, mut io: T, dst: std::net::SocketAddr)
 where

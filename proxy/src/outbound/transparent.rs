@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::context::ProxyContext;
+use crate::net::accept::accept_loop;
 use crate::net::original_dst::original_dst;
-use crate::outbound::OpenGauge;
 use crate::respond::{close_with_warning, ProxyError};
 use crate::route::Target;
 
@@ -19,48 +19,39 @@ use crate::route::Target;
 const DISCOVERY_WAIT: Duration = Duration::from_secs(5);
 
 /// The outbound listener that iptables feeds (`--outbound`).
-pub async fn serve_outbound(ctx: Arc<ProxyContext>, listener: TcpListener) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("transparent accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
+pub async fn accept_redirected(ctx: Arc<ProxyContext>, listener: TcpListener) {
+    // Outbound keeps serving during the drain: the app may still be finishing its work.
+    let never = std::future::pending();
+    accept_loop(ctx, listener, "outbound", never, |ctx, stream, _| async move {
+        let Some(dst) = original_dst(&stream) else {
+            tracing::debug!("outbound connection without an original destination; closing");
+            return;
         };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let _open = ctx.drain.track();
-            let _gauge = OpenGauge::new(&ctx, "outbound");
-            let _ = stream.set_nodelay(true);
-            let Some(dst) = original_dst(&stream) else {
-                tracing::debug!("outbound connection without an original destination; closing");
-                return;
-            };
-            // A connection made straight to this listener was never redirected: its "original
-            // destination" is the listener itself, and passing it through would loop until the
-            // descriptors run out.
-            if stream.local_addr().is_ok_and(|local| local == dst) {
-                return close_with_warning(&ctx.metrics, "outbound", &ProxyError::Loop, || {
-                    format!("{dst} is this proxy's own outbound listener")
-                });
+        // A connection made straight to this listener was never redirected: its "original
+        // destination" is the listener itself, and passing it through would loop until the
+        // descriptors run out.
+        if stream.local_addr().is_ok_and(|local| local == dst) {
+            return close_with_warning(&ctx.metrics, "outbound", &ProxyError::Loop, || {
+                format!("{dst} is this proxy's own outbound listener")
+            });
+        }
+        match resolve(&ctx, dst).await {
+            Resolved::Mesh(target) => {
+                crate::outbound::connection(&ctx, stream, Arc::from(target), Some(dst.port())).await
             }
-            match resolve(&ctx, dst).await {
-                Resolved::Mesh(target) => {
-                    crate::outbound::serve(&ctx, stream, Arc::from(target), Some(dst.port())).await
-                }
-                Resolved::Outside => crate::outbound::passthrough(&ctx, stream, dst).await,
-                // A mesh destination is never reached in plaintext behind the mesh's back.
-                Resolved::NoEndpoints(service) => {
-                    let e = ProxyError::NoEndpoints(service.clone());
-                    close_with_warning(&ctx.metrics, "outbound", &e, || {
-                        format!("{dst} belongs to {service}, which has no endpoints; closing rather than passing it through")
-                    })
-                }
+            Resolved::Outside => crate::outbound::passthrough(&ctx, stream, dst).await,
+            // A mesh destination is never reached in plaintext behind the mesh's back.
+            Resolved::NoEndpoints(service) => {
+                let e = ProxyError::NoEndpoints(service.clone());
+                close_with_warning(&ctx.metrics, "outbound", &e, || {
+                    format!(
+                        "{dst} belongs to {service}, which has no endpoints; closing rather than passing it through"
+                    )
+                })
             }
-        });
-    }
+        }
+    })
+    .await
 }
 
 /// Where an original destination goes.
