@@ -116,7 +116,6 @@ where
     }
 }
 
-/// Keeps `weft_tcp_connections_open{direction}` right for the life of a connection.
 /// Passes a connection to a destination outside the mesh straight through (transparent mode).
 pub async fn passthrough<T>(ctx: &Arc<ProxyContext>, mut io: T, dst: std::net::SocketAddr)
 where
