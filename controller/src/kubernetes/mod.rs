@@ -149,5 +149,8 @@ impl Cluster {
 
 /// After the API server was asked, an unknown pod is gone for good.
 fn permanent(r: Refusal) -> Status {
-    Status::permission_denied(r.to_string())
+    match r {
+        Refusal::UnknownPod(pod) => Status::permission_denied(format!("pod {pod} does not exist")),
+        Refusal::Mismatch(m) => Status::permission_denied(m),
+    }
 }

@@ -133,8 +133,8 @@ impl ApiLab {
     }
 
     /// Registers the pod with the test API server (not ready yet), then starts it at 198.18.0.`n`:
-    /// rules, app, proxy with a token for it. Returns its namespace once its proxy is ready; the
-    /// pod is then marked ready, as the kubelet would once its probes pass.
+    /// rules, app, proxy with a token for it. Returns its namespace once its proxy and app answer;
+    /// the pod is then marked ready, as the kubelet would once its probes pass.
     pub fn meshed_pod(&mut self, name: &str, app: &str, version: &str, n: u8) -> String {
         let ip = format!("198.18.0.{n}");
         self.api.apply(kube_api::pod(
@@ -147,7 +147,9 @@ impl ApiLab {
         ));
         let token = self.token_file(name, &self.api.token(NS, name, AUDIENCE, 600));
         let ns = self.start_pod(name, n, app, &token, &[]);
+        // Ready as the kubelet would see it: the proxy's probe and the app's.
         self.lab.wait_ready(&ns, "http://127.0.0.1:4191/ready", Duration::from_secs(30));
+        self.lab.wait_ready(&ns, "http://127.0.0.1:8080/", Duration::from_secs(30));
         self.api.set_pod_ready(NS, name, true);
         ns
     }
