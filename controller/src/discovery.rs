@@ -18,6 +18,7 @@ use weft_proto::types;
 use weft_proto::v1 as pb;
 
 use crate::connections::PeerInfo;
+use crate::kubernetes::Cluster;
 use crate::registry::Registration;
 use crate::snapshot::{Snapshot, DIRECTORY_NAME};
 use crate::state::MeshState;
@@ -227,6 +228,8 @@ impl SessionState {
 
 pub struct DiscoveryService {
     pub state: Arc<MeshState>,
+    /// Kubernetes mode: registrations are bound to the pod they name.
+    pub kubernetes: Option<Arc<Cluster>>,
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::DiscoveryResponse, Status>> + Send + 'static>>;
@@ -275,11 +278,17 @@ impl pb::discovery_server::Discovery for DiscoveryService {
             return Err(refuse(
                 "instance-bound",
                 Status::permission_denied(format!(
-                    "this certificate's join token is bound to instance {i:?}, not {:?}",
+                    "this certificate is bound to instance {i:?} (its join token's, or its pod), not {:?}",
                     workload.instance
                 )),
             ));
         }
+        if let Some(k) = &self.kubernetes {
+            k.registration(&identity, &workload, addr.ip()).await.map_err(|(reason, s)| refuse(reason, s))?;
+        }
+        // A pod-bound certificate (Kubernetes mode) is one pod already: a newer stream of it takes
+        // over, as for unbound tokens; a token bound to an instance admits one live stream.
+        let exclusive = bound.is_some() && self.kubernetes.is_none();
 
         let session = state.new_session();
         let reg = Registration {
@@ -290,7 +299,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         };
         let token_id = provenance.map(|p| p.token_id);
         let (closed, admitted) = state
-            .connect(session, reg, addr.to_string(), first.cert_expires_at_unix_ms, token_id, bound.is_some())
+            .connect(session, reg, addr.to_string(), first.cert_expires_at_unix_ms, token_id, exclusive)
             .map_err(|e| {
                 weft_telemetry::log_limit::warn("registration-refused", || {
                     format!("registration from {addr} ({identity}) refused: {e}")

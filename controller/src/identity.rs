@@ -1,7 +1,9 @@
 //! The identity service: signs workload CSRs. A first certificate needs a join token for exactly
-//! the identity asked; a renewal is authenticated by the current certificate over mTLS instead.
-//! Either way the join token behind it (recorded in the certificate) must not be revoked, and the
-//! new certificate records it again.
+//! the identity asked (universal mode) or, in Kubernetes mode, the pod's service-account token,
+//! which the API server checks; a renewal is authenticated by the current certificate over mTLS
+//! instead. Either way the join token behind it (recorded in the certificate) must not be revoked
+//! — in Kubernetes mode, the pod it records must still exist — and the new certificate records it
+//! again.
 
 use std::sync::Arc;
 
@@ -11,10 +13,13 @@ use weft_certs::{CaError, SpiffeId};
 use weft_proto::v1 as pb;
 
 use crate::connections::PeerInfo;
+use crate::kubernetes::Cluster;
 use crate::state::MeshState;
 
 pub struct IdentityService {
     pub state: Arc<MeshState>,
+    /// Kubernetes mode.
+    pub kubernetes: Option<Arc<Cluster>>,
 }
 
 #[tonic::async_trait]
@@ -59,7 +64,27 @@ impl pb::identity_server::Identity for IdentityService {
                         Status::permission_denied(format!("join token {} was revoked", p.token_id)),
                     ));
                 }
+                if let Some(k) = &self.kubernetes {
+                    k.renewal(current, provenance.as_ref()).await.map_err(|(reason, s)| refuse(reason, s))?;
+                }
                 ("renewal", provenance)
+            }
+            None if self.kubernetes.is_some() && req.identity_token.is_empty() => {
+                return Err(refuse(
+                    "token",
+                    Status::unauthenticated(
+                        "this controller runs in Kubernetes mode and takes the pod's service-account token \
+                         (--identity-token-file), not a join token (join tokens are for universal mode)",
+                    ),
+                ));
+            }
+            None if self.kubernetes.is_some() => {
+                ca.check_workload_identity(&asked)
+                    .map_err(|e| refuse("reserved", Status::permission_denied(e.to_string())))?;
+                let k = self.kubernetes.as_ref().expect("checked");
+                let provenance =
+                    k.certify(&req.identity_token, &asked).await.map_err(|(reason, s)| refuse(reason, s))?;
+                ("service-account", Some(provenance))
             }
             None if req.token.is_empty() && !req.identity_token.is_empty() => {
                 return Err(refuse(

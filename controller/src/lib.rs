@@ -7,6 +7,7 @@ pub mod connections;
 pub mod discovery;
 pub mod grpc;
 pub mod identity;
+pub mod kubernetes;
 pub mod mesh;
 pub mod metrics;
 pub mod registry;
@@ -44,6 +45,8 @@ pub struct ControllerConfig {
     pub admin_open: bool,
     /// The sidecar-injection webhook, when `--webhook-addr` is given.
     pub webhook: Option<weft_inject::webhook::WebhookConfig>,
+    /// Kubernetes mode (`--kubernetes`): discovery and identity from the API server.
+    pub kubernetes: Option<kubernetes::KubernetesConfig>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -62,13 +65,19 @@ pub async fn run(
     let initial_text = std::fs::read_to_string(&cfg.mesh).ok();
     let revoked = weft_certs::revocation::RevocationList::load(&cfg.ca_dir).map_err(anyhow::Error::msg)?;
     let metrics = metrics::ControllerMetrics::new();
+    let client = match &cfg.kubernetes {
+        Some(k) => Some(kubernetes::client(k).await?),
+        None => None,
+    };
     let state = MeshState::new(
         mesh,
         ca.clone(),
         Settings {
             cert_ttl: cfg.cert_ttl,
             endpoint_grace: cfg.endpoint_grace,
-            restart_holddown: cfg.restart_holddown,
+            // Kubernetes mode: a (re)started replica's view is whole once it has listed the
+            // cluster, so proxies have nothing to wait for.
+            restart_holddown: if client.is_some() { Duration::ZERO } else { cfg.restart_holddown },
             max_instances: cfg.max_instances_per_identity,
         },
         metrics,
@@ -91,15 +100,17 @@ pub async fn run(
         .with_context(|| format!("binding --admin-addr {}", cfg.admin_addr))?;
     tracing::info!(
         grpc = %grpc_listener.local_addr()?, admin = %admin_listener.local_addr()?,
-        trust_domain = %ca.trust_domain(), mesh = %cfg.mesh.display(), "weft-controller started"
+        trust_domain = %ca.trust_domain(), mesh = %cfg.mesh.display(),
+        mode = if cfg.kubernetes.is_some() { "kubernetes" } else { "universal" }, "weft-controller started"
     );
 
     let ready = Arc::new(AtomicBool::new(false));
-    let router = grpc::GrpcRouter::new(
-        identity::IdentityService { state: state.clone() },
-        discovery::DiscoveryService { state: state.clone() },
-    );
     let mut tasks = tokio::task::JoinSet::new();
+    let cluster = client.map(|c| kubernetes::Cluster::start(c, &state, &mut tasks));
+    let router = grpc::GrpcRouter::new(
+        identity::IdentityService { state: state.clone(), kubernetes: cluster.clone() },
+        discovery::DiscoveryService { state: state.clone(), kubernetes: cluster.clone() },
+    );
     tasks.spawn({
         let registry = state.metrics.registry.clone();
         async move {
@@ -152,7 +163,18 @@ pub async fn run(
     if let Some(webhook) = cfg.webhook.clone() {
         tasks.spawn(async move { weft_inject::webhook::run(webhook).await.map_err(anyhow::Error::from) });
     }
-    ready.store(true, Ordering::Relaxed);
+    match cluster {
+        // Ready (and so in the controller Service's endpoints) once it has listed the cluster.
+        Some(cluster) => {
+            tasks.spawn(async move {
+                cluster.synced().await;
+                ready.store(true, Ordering::Relaxed);
+                std::future::pending::<()>().await;
+                Ok(())
+            });
+        }
+        None => ready.store(true, Ordering::Relaxed),
+    }
 
     tokio::select! {
         _ = shutdown => {

@@ -47,6 +47,10 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "WEFT_CONTROLLER_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// Kubernetes mode: services, endpoints and identities from the API server (in-cluster
+    /// account, or --kubeconfig), pods' service-account tokens instead of join tokens.
+    #[arg(long, env = "WEFT_CONTROLLER_KUBERNETES")]
+    kubernetes: bool,
     #[command(flatten)]
     webhook: weft_controller::webhook::WebhookArgs,
 }
@@ -103,6 +107,9 @@ impl Args {
                     max_instances_per_identity: self.max_instances_per_identity,
                     admin_open: self.admin_open,
                     webhook,
+                    kubernetes: self.kubernetes.then(|| weft_controller::kubernetes::KubernetesConfig {
+                        kubeconfig: self.webhook.kubeconfig.clone(),
+                    }),
                 })
             }
             _ => Err(problems),

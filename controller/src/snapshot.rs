@@ -8,6 +8,7 @@ use prost::Message;
 use weft_proto::types;
 use weft_proto::v1 as pb;
 
+use crate::kubernetes::view::ClusterView;
 use crate::mesh::{default_circuit_breaker, MeshConfig};
 use crate::registry::WorkloadRecord;
 
@@ -34,6 +35,19 @@ impl Snapshot {
         mesh: &MeshConfig,
         workloads: impl Iterator<Item = &'a WorkloadRecord> + Clone,
     ) -> Self {
+        Self::build_with(version, mesh, workloads, None)
+    }
+
+    /// With `cluster` (Kubernetes mode), services and endpoints come from the API and the
+    /// registry's workloads are left out: what every replica publishes is then the same.
+    pub fn build_with<'a>(
+        version: u64,
+        mesh: &MeshConfig,
+        workloads: impl Iterator<Item = &'a WorkloadRecord> + Clone,
+        cluster: Option<&ClusterView>,
+    ) -> Self {
+        let universal = cluster.is_none();
+        let workloads = workloads.filter(move |_| universal);
         let mut services: BTreeMap<String, pb::ServicePolicy> = mesh.services.clone();
         // A service that proxies register but the file does not declare gets the defaults.
         for w in workloads.clone() {
@@ -46,8 +60,13 @@ impl Snapshot {
             });
         }
 
-        let mut endpoints: BTreeMap<String, Vec<pb::Endpoint>> =
-            services.keys().map(|k| (k.clone(), Vec::new())).collect();
+        let mut endpoints: BTreeMap<String, Vec<pb::Endpoint>> = BTreeMap::new();
+        if let Some(c) = cluster {
+            c.contribute(&mut services, &mut endpoints);
+        }
+        for k in services.keys() {
+            endpoints.entry(k.clone()).or_default();
+        }
         // Announced only once the proxy holds its own policy: before that it would refuse.
         for w in workloads.clone().filter(|w| w.ready) {
             endpoints.entry(w.service.clone()).or_default().push(pb::Endpoint {
@@ -87,7 +106,7 @@ impl Snapshot {
                 .map(|(n, e)| (n.clone(), resource(n, pb::resource::Body::Endpoints(pb::EndpointSet { endpoints: e }))))
                 .collect(),
         );
-        let directory = directory(mesh, workloads);
+        let directory = directory(mesh, workloads, cluster);
         by_type.insert(
             types::DIRECTORY,
             BTreeMap::from([(
@@ -104,7 +123,11 @@ impl Snapshot {
 /// port: the pod is the workload) and each workload's `IP:app-port`s. Whoever holds an address
 /// first keeps it: a later registration never removes or shadows another workload's entry (the
 /// registry already refuses app ports another identity holds).
-fn directory<'a>(mesh: &MeshConfig, workloads: impl Iterator<Item = &'a WorkloadRecord>) -> pb::Directory {
+fn directory<'a>(
+    mesh: &MeshConfig,
+    workloads: impl Iterator<Item = &'a WorkloadRecord>,
+    cluster: Option<&ClusterView>,
+) -> pb::Directory {
     let mut map: BTreeMap<String, String> = BTreeMap::new();
     for (key, s) in &mesh.services {
         if let Ok(ip) = s.vip.parse::<std::net::IpAddr>() {
@@ -113,6 +136,10 @@ fn directory<'a>(mesh: &MeshConfig, workloads: impl Iterator<Item = &'a Workload
                 map.entry(std::net::SocketAddr::new(ip, p.port as u16).to_string()).or_insert_with(|| key.clone());
             }
         }
+    }
+    // Kubernetes mode: the Services' VIPs, then the meshed pods' IPs.
+    for (address, service) in cluster.iter().flat_map(|c| &c.directory) {
+        map.entry(address.clone()).or_insert_with(|| service.clone());
     }
     let mut ordered: Vec<&WorkloadRecord> = workloads.collect();
     ordered.sort_by_key(|w| w.seq);

@@ -14,6 +14,7 @@ use weft_certs::revocation::RevocationList;
 use weft_certs::{CertificateAuthority, SpiffeId};
 use weft_proto::v1 as pb;
 
+use crate::kubernetes::view::ClusterView;
 use crate::mesh::MeshConfig;
 use crate::metrics::ControllerMetrics;
 use crate::registry::{Admitted, Refused, Registration, Registry};
@@ -62,6 +63,9 @@ struct Inner {
     registry: Registry,
     sessions: BTreeMap<u64, SessionInfo>,
     snapshot_version: u64,
+    /// Kubernetes mode, once synced: services and endpoints from the API (registrations then
+    /// only authorise streams).
+    cluster: Option<Arc<ClusterView>>,
 }
 
 impl MeshState {
@@ -79,6 +83,7 @@ impl MeshState {
                 registry: Registry::default(),
                 sessions: BTreeMap::new(),
                 snapshot_version: 0,
+                cluster: None,
             }),
             snapshots,
             started: Instant::now(),
@@ -99,7 +104,8 @@ impl MeshState {
 
     fn republish(&self, inner: &mut Inner) {
         inner.snapshot_version += 1;
-        let snap = Snapshot::build(inner.snapshot_version, &inner.mesh, inner.registry.iter());
+        let snap =
+            Snapshot::build_with(inner.snapshot_version, &inner.mesh, inner.registry.iter(), inner.cluster.as_deref());
         self.snapshots.send_replace(Arc::new(snap));
     }
 
@@ -120,6 +126,13 @@ impl MeshState {
         inner.mesh = Arc::new(mesh);
         inner.config_version += 1;
         self.metrics.config_version.with(&[]).set(inner.config_version as i64);
+        self.republish(&mut inner);
+    }
+
+    /// Puts a new view of the Kubernetes cluster in force.
+    pub fn set_cluster(&self, view: Arc<ClusterView>) {
+        let mut inner = self.lock();
+        inner.cluster = Some(view);
         self.republish(&mut inner);
     }
 

@@ -30,7 +30,8 @@ pub struct WebhookArgs {
     /// The longest wait for the Kubernetes API when reading a namespace's annotations.
     #[arg(long, env = "WEFT_CONTROLLER_WEBHOOK_API_TIMEOUT", default_value = "2s")]
     pub webhook_api_timeout: String,
-    /// A kubeconfig for the namespace reads. Unset: the in-cluster account, or $KUBECONFIG.
+    /// A kubeconfig for the Kubernetes API (the webhook's namespace reads, and --kubernetes).
+    /// Unset: the in-cluster account, or $KUBECONFIG.
     #[arg(long, env = "WEFT_CONTROLLER_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 }

@@ -1,5 +1,6 @@
 //! Helpers for Weft's end-to-end tests: starting the real binaries, small test applications, and
 //! reading metrics.
+#![forbid(unsafe_code)]
 
 pub mod apps;
 pub mod attack;

@@ -133,6 +133,21 @@ impl Lab {
         self.exec_ok(ns, &[save, "-t", "nat"]).lines().filter(|l| l.contains("WEFT")).map(str::to_string).collect()
     }
 
+    /// A listener of this test process bound at `addr` inside the namespace `ns` (a short-lived
+    /// thread enters it for the bind; the socket stays in it), for servers the test itself runs.
+    pub fn listen_in(&self, ns: &str, addr: &str) -> std::net::TcpListener {
+        use std::os::fd::AsFd;
+        let (path, addr) = (format!("/var/run/netns/{ns}"), addr.to_string());
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            rustix::thread::move_into_link_name_space(f.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+                .unwrap_or_else(|e| panic!("entering {path}: {e}"));
+            std::net::TcpListener::bind(&addr).unwrap_or_else(|e| panic!("binding {addr} in {path}: {e}"))
+        })
+        .join()
+        .expect("the bind thread")
+    }
+
     pub fn weft_proxy(&self) -> String {
         bin("weft-proxy").display().to_string()
     }

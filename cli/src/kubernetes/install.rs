@@ -25,9 +25,14 @@ pub struct InstallArgs {
     /// The controller's image (holds weft-controller).
     #[arg(long, default_value = "weft:playground")]
     pub controller_image: String,
-    /// Controller replicas. Keep 1 until replicas share state (Kubernetes, part 2).
-    #[arg(long, default_value_t = 1)]
+    /// Controller replicas (each reads the Kubernetes API; any serves any proxy).
+    #[arg(long, default_value_t = 2)]
     pub replicas: i32,
+    /// Where the controller finds services, endpoints and identities: `api` (the Kubernetes API:
+    /// Services, EndpointSlices, Pods, service-account tokens) or `mesh-file` (universal mode:
+    /// the mesh file and join tokens; its replicas do not share registrations).
+    #[arg(long, default_value = "api", value_parser = ["api", "mesh-file"])]
+    pub discovery: String,
     #[arg(long, default_value = "info")]
     pub controller_log_level: String,
     #[arg(long, default_value = "50m")]
@@ -66,9 +71,11 @@ pub fn run(args: InstallArgs) -> anyhow::Result<()> {
             "# The mesh file (see the README's \"The mesh file\"); edit it here or install with --mesh FILE.\ntrust_domain: {trust_domain}\n"
         ),
     };
-    if args.replicas > 1 {
+    let discovery_from_api = args.discovery == "api";
+    if args.replicas > 1 && !discovery_from_api {
         eprintln!(
-            "weft install: warning: --replicas {}: controller replicas do not share state yet (Kubernetes, part 2)",
+            "weft install: warning: --replicas {} with --discovery mesh-file: replicas do not share registrations \
+             (use --replicas 1, or --discovery api)",
             args.replicas
         );
     }
@@ -79,6 +86,7 @@ pub fn run(args: InstallArgs) -> anyhow::Result<()> {
         settings,
         controller_image: args.controller_image,
         replicas: args.replicas,
+        discovery_from_api,
         controller_log_level: args.controller_log_level,
         controller_cpu_request: args.controller_cpu_request,
         controller_memory_request: args.controller_memory_request,

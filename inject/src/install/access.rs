@@ -1,5 +1,6 @@
 //! The namespace, the controller's service account and the least RBAC it needs (reading
-//! namespaces, for the webhook's `weft.io/inject` lookups), the CA Secret and the ConfigMaps.
+//! namespaces, for the webhook's `weft.io/inject` lookups; with discovery from the API, watching
+//! Services, EndpointSlices and Pods and creating TokenReviews), the CA Secret and the ConfigMaps.
 
 use std::collections::BTreeMap;
 
@@ -25,17 +26,25 @@ pub fn service_account() -> ServiceAccount {
     ServiceAccount { metadata: meta(CONTROLLER, true), ..Default::default() }
 }
 
-pub fn cluster_role() -> ClusterRole {
-    ClusterRole {
-        metadata: meta(CONTROLLER, false),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["namespaces".into()]),
-            verbs: vec!["get".into()],
-            ..Default::default()
-        }]),
+fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![group.to_string()]),
+        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
         ..Default::default()
     }
+}
+
+pub fn cluster_role(o: &InstallOptions) -> ClusterRole {
+    let mut rules = vec![rule("", &["namespaces"], &["get"])];
+    if o.discovery_from_api {
+        // The watchers list and watch; a pod the watch has not delivered yet is read with get.
+        rules.push(rule("", &["pods"], &["get", "list", "watch"]));
+        rules.push(rule("", &["services"], &["list", "watch"]));
+        rules.push(rule("discovery.k8s.io", &["endpointslices"], &["list", "watch"]));
+        rules.push(rule("authentication.k8s.io", &["tokenreviews"], &["create"]));
+    }
+    ClusterRole { metadata: meta(CONTROLLER, false), rules: Some(rules), ..Default::default() }
 }
 
 pub fn cluster_role_binding() -> ClusterRoleBinding {

@@ -1,5 +1,7 @@
-//! The controller's Deployment, Service and PodDisruptionBudget. One replica until replicas share
-//! state (Kubernetes, part 2); restricted security context; probes on the admin port.
+//! The controller's Deployment, Service and PodDisruptionBudget: replicas that each read the
+//! Kubernetes API (`--kubernetes`) and keep no state of their own, so any of them serves any proxy
+//! (2 by default); restricted security context; probes on the admin port (ready once the replica
+//! has listed the cluster).
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
@@ -74,6 +76,7 @@ fn container(o: &InstallOptions) -> Container {
     .iter()
     .map(|s| s.to_string())
     .chain([format!("{CONTROLLER}.{}.svc", names::MESH_NAMESPACE)])
+    .chain(o.discovery_from_api.then(|| "--kubernetes".to_string()))
     .collect();
     let port = |name: &str, n: i32| ContainerPort {
         name: Some(name.into()),

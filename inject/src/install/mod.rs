@@ -44,6 +44,9 @@ pub struct InstallOptions {
     pub settings: InjectSettings,
     pub controller_image: String,
     pub replicas: i32,
+    /// The controller reads services, endpoints and identities from the Kubernetes API
+    /// (`--kubernetes`); otherwise from the mesh file and join tokens (universal mode).
+    pub discovery_from_api: bool,
     pub controller_log_level: String,
     pub controller_cpu_request: String,
     pub controller_memory_request: String,
@@ -119,7 +122,7 @@ pub fn render(o: &InstallOptions) -> String {
     out.push_str("# Weft control plane: weft install | kubectl apply -f -\n");
     doc(&mut out, &access::namespace());
     doc(&mut out, &access::service_account());
-    doc(&mut out, &access::cluster_role());
+    doc(&mut out, &access::cluster_role(o));
     doc(&mut out, &access::cluster_role_binding());
     doc(&mut out, &access::ca_secret(o));
     for cm in access::config_maps(o) {
@@ -143,7 +146,8 @@ mod tests {
             mesh_yaml: "trust_domain: weft.local\n".into(),
             settings: InjectSettings::default(),
             controller_image: "weft:playground".into(),
-            replicas: 1,
+            replicas: 2,
+            discovery_from_api: true,
             controller_log_level: "info".into(),
             controller_cpu_request: "50m".into(),
             controller_memory_request: "64Mi".into(),
@@ -165,6 +169,9 @@ mod tests {
         tuned.settings.proxy_log_level = "debug".into();
         assert_ne!(config_hash(&o), config_hash(&tuned));
         assert!(a.contains(&config_hash(&o)));
+        assert!(a.contains("--kubernetes") && a.contains("tokenreviews") && a.contains("replicas: 2"), "{a}");
+        let universal = render(&InstallOptions { discovery_from_api: false, ..o.clone() });
+        assert!(!universal.contains("--kubernetes") && !universal.contains("tokenreviews"));
         let bad = InstallOptions { webhook_timeout_seconds: 31, webhook_failure_policy: "Sometimes".into(), ..o };
         assert_eq!(bad.validate().len(), 2);
     }

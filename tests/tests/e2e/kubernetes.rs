@@ -2,7 +2,15 @@
 //! controller's admission webhook — against golden files, schema validation of everything we
 //! render, the webhook over HTTPS with a test API server, injected pods run in Docker the way a
 //! kubelet would, and a real-cluster test when `WEFT_TEST_KUBECONFIG` names one.
+//!
+//! Part 2 (issue #12), against the test API server (`api_*`): the server itself through the real
+//! kube client, identities from service-account tokens, and two controller replicas with one
+//! killed under load.
 
+mod api_identity;
+mod api_lab;
+mod api_replicas;
+mod api_server;
 mod cluster;
 mod golden;
 mod install;

@@ -1,5 +1,7 @@
 //! A real cluster (kind, k3d or any kubeconfig), only when `WEFT_TEST_KUBECONFIG` names one: CI
-//! has no cluster and does not run it (the README says so). The images must be where the
+//! has no cluster and does not run it (the README says so). Install (two `--kubernetes` replicas),
+//! injection, identities from service-account tokens, foo → bar over mTLS through bar's Service,
+//! the Job, bar scaled to two pods, a controller pod deleted. The images must be where the
 //! cluster's nodes can pull or find them (`WEFT_TEST_IMAGE_TAG`, default `playground`; e.g.
 //! `kind load docker-image weft:playground weft-init:playground`), and `kubectl` on the PATH.
 
@@ -44,20 +46,18 @@ fn real_cluster_install_inject_and_mtls() {
     let ca = dir.path().join("ca").display().to_string();
     assert_eq!(weft(&["ca", "init", "--dir", &ca], None).code, 0);
 
-    // The namespace (injection on) and bar's Service first: until Kubernetes part 2 reads
-    // Services, the mesh file names bar's ClusterIP so that foo's proxy recognises calls to it.
+    // The namespace, injection on. Services and endpoints come from the API: the mesh file only
+    // holds bar's policy.
     let ns = format!("weft-e2e-{}", std::process::id());
     ok(&kubeconfig, &["create", "namespace", &ns], None);
     let mut cleanup = Cleanup { kubeconfig: kubeconfig.clone(), ns: ns.clone(), install: String::new() };
     ok(&kubeconfig, &["annotate", "namespace", &ns, "weft.io/inject=enabled"], None);
-    ok(&kubeconfig, &["-n", &ns, "create", "service", "clusterip", "bar", "--tcp=8080:8080"], None);
-    let vip = ok(&kubeconfig, &["-n", &ns, "get", "service", "bar", "-o", "jsonpath={.spec.clusterIP}"], None);
     let mesh = dir.path().join("mesh.yaml");
     std::fs::write(
         &mesh,
         format!(
             "trust_domain: weft.local\nservices:\n  {ns}/foo: {{protocol: http}}\n  {ns}/bar:\n    protocol: http\n    \
-             vip: {vip}\n    ports: [{{port: 8080, target_port: 8080}}]\n    mtls: strict\n    allow: [foo]\n"
+             mtls: strict\n    allow: [foo]\n"
         ),
     )
     .unwrap();
@@ -76,11 +76,13 @@ fn real_cluster_install_inject_and_mtls() {
     ok(&kubeconfig, &["apply", "-f", "-"], Some(&install.stdout));
     ok(&kubeconfig, &["-n", "weft-system", "rollout", "status", "deployment/weft-controller", "--timeout=120s"], None);
 
-    for svc in ["foo", "bar"] {
-        let token = weft(&["ca", "token", "--dir", &ca, "--service", svc, "--namespace", &ns], None).stdout;
-        let literal = format!("--from-literal=token={}", token.trim());
-        ok(&kubeconfig, &["-n", &ns, "create", "secret", "generic", &format!("{svc}-join-token"), &literal], None);
-    }
+    let ready = ok(
+        &kubeconfig,
+        &["-n", "weft-system", "get", "deployment", "weft-controller", "-o", "jsonpath={.status.readyReplicas}"],
+        None,
+    );
+    assert_eq!(ready.trim(), "2", "two controller replicas by default");
+
     let demo = std::fs::read_to_string(super::support::repo_root().join("examples/kubernetes/demo.yaml"))
         .unwrap()
         .replace("weft:playground", &format!("weft:{tag}"));
@@ -125,7 +127,61 @@ fn real_cluster_install_inject_and_mtls() {
     }
     // The Job finishes.
     ok(&kubeconfig, &["-n", &ns, "wait", "--for=condition=complete", "job/call-bar", "--timeout=120s"], None);
+
+    // bar scaled to two pods: the second reaches foo's proxy from the EndpointSlice, and both get
+    // foo's calls over mTLS.
+    ok(&kubeconfig, &["-n", &ns, "scale", "deployment/bar", "--replicas=2"], None);
+    ok(&kubeconfig, &["-n", &ns, "rollout", "status", "deployment/bar", "--timeout=180s"], None);
+    let bars =
+        ok(&kubeconfig, &["-n", &ns, "get", "pods", "-l", "app=bar", "-o", "jsonpath={.items[*].metadata.name}"], None);
+    let bars: Vec<&str> = bars.split_whitespace().collect();
+    assert_eq!(bars.len(), 2, "{bars:?}");
+    let from_foo = |pod: &str| {
+        let path = format!("/api/v1/namespaces/{ns}/pods/{pod}:4191/proxy/metrics");
+        let metrics = kubectl(&kubeconfig, &["get", "--raw", &path], None).1;
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("weft_requests_total") && l.contains("tls=\"true\"") && l.contains("/sa/foo"))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum::<f64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while bars.iter().any(|b| from_foo(b) == 0.0) {
+        assert!(Instant::now() < deadline, "both bar pods never got foo's calls");
+        call_foo(&kubeconfig, &ns);
+    }
+
+    // A controller pod goes: the proxies move to the other replica and foo → bar keeps working.
+    let ctl = ok(
+        &kubeconfig,
+        &[
+            "-n",
+            "weft-system",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=weft-controller",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+        None,
+    );
+    ok(&kubeconfig, &["-n", "weft-system", "delete", "pod", ctl.trim(), "--wait=false"], None);
+    for i in 0..20 {
+        assert!(call_foo(&kubeconfig, &ns), "foo → bar failed after a controller pod was deleted (call {i})");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     drop(cleanup);
+}
+
+/// One call into foo's app (which calls bar); true if it answered 2xx.
+fn call_foo(kubeconfig: &str, ns: &str) -> bool {
+    kubectl(
+        kubeconfig,
+        &["-n", ns, "exec", "deploy/foo", "-c", "weft-proxy", "--", "weft-proxy", "probe", "http://127.0.0.1:8080/"],
+        None,
+    )
+    .0
 }
 
 fn pod_name(kubeconfig: &str, ns: &str, app: &str) -> String {

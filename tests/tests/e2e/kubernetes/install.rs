@@ -39,10 +39,17 @@ fn install_is_byte_stable_and_complete() {
         ]
     );
     let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap();
-    // The least RBAC: reading namespaces, nothing else.
+    // The least RBAC: reading namespaces (the webhook); watching Services, EndpointSlices and
+    // Pods, reading a pod, and reviewing tokens (Kubernetes mode); nothing else.
     assert_eq!(
         find("ClusterRole")["rules"],
-        serde_json::json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}])
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+        ])
     );
     assert!(find("ConfigMap")["data"]["ca.crt"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
     let mesh = &docs.iter().find(|d| d["metadata"]["name"] == "weft-mesh").unwrap()["data"]["mesh.yaml"];
@@ -57,7 +64,14 @@ fn install_is_byte_stable_and_complete() {
     assert!(hook["timeoutSeconds"].as_i64().unwrap() <= 10);
     assert!(!hook["clientConfig"]["caBundle"].as_str().unwrap().is_empty());
     let deploy = find("Deployment");
-    assert_eq!(deploy["spec"]["replicas"], 1);
+    assert_eq!(deploy["spec"]["replicas"], 2, "two replicas by default: they share no state");
+    let args = deploy["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap();
+    assert!(args.iter().any(|a| a == "--kubernetes"), "{args:?}");
+    // Universal mode in a cluster: no API reads, and a warning about replicas.
+    let universal = weft(&["install", "--ca-dir", &ca, "--discovery", "mesh-file"], None);
+    assert_eq!(universal.code, 0, "{}", universal.stderr);
+    assert!(!universal.stdout.contains("--kubernetes") && !universal.stdout.contains("tokenreviews"));
+    assert!(universal.stderr.contains("do not share registrations"), "{}", universal.stderr);
     let sc = &deploy["spec"]["template"]["spec"]["containers"][0]["securityContext"];
     assert_eq!(sc["runAsNonRoot"], true);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
@@ -79,6 +93,7 @@ fn install_is_byte_stable_and_complete() {
         "--ca-dir",
         "--mesh",
         "--replicas",
+        "--discovery",
         "--controller-image",
         "--webhook-failure-policy",
         "--controller",

@@ -4,6 +4,11 @@
 //! interception, the proxy as a native sidecar gating the app, all from the FROM-scratch images.
 //! foo calls bar over mTLS through that interception; the demo's Job calls bar and its pod
 //! finishes. Everything under three minutes.
+//!
+//! There is no API server here, so the controller runs in universal mode (`weft install
+//! --discovery mesh-file`) and each pod's identity comes from a join token
+//! (`config.weft.io/join-token-secret`, added to the demo here); the test API server tests cover
+//! the controller's Kubernetes mode.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,6 +23,21 @@ use super::support::{pod_from, repo_root, templates, weft, yaml_docs};
 fn proxy_serves_app_probes() -> bool {
     let out = Command::new(bin("weft-proxy")).arg("--help").output().expect("weft-proxy --help");
     String::from_utf8_lossy(&out.stdout).contains("app-probe")
+}
+
+/// The demo with each pod template naming its join-token Secret (universal mode's identities).
+fn with_join_tokens(demo: &str) -> String {
+    let mut out = demo.to_string();
+    for (labels, secret) in [
+        ("labels: {app: bar, version: v1}", "bar-join-token"),
+        ("labels: {app: foo}", "foo-join-token"),
+        ("labels: {app: call-bar}", "foo-join-token"),
+    ] {
+        let with = format!("{labels}\n      annotations:\n        config.weft.io/join-token-secret: {secret}");
+        assert!(out.contains(labels), "the demo changed shape: {labels}");
+        out = out.replace(labels, &with);
+    }
+    out
 }
 
 fn secret(name: &str, token: &str) -> serde_json::Value {
@@ -39,7 +59,18 @@ fn injected_pods_in_docker_talk_over_mtls_and_a_job_finishes() {
     // The control plane, from `weft install`: its Deployment's pod, its ConfigMaps and Secret.
     let mesh = repo_root().join("examples/kubernetes/mesh.yaml").display().to_string();
     let controller_image = format!("--controller-image=weft:{tag}");
-    let mut install_args = vec!["install", "--ca-dir", &ca, "--mesh", &mesh, &controller_image];
+    let mut install_args = vec![
+        "install",
+        "--ca-dir",
+        &ca,
+        "--mesh",
+        &mesh,
+        &controller_image,
+        "--discovery",
+        "mesh-file",
+        "--replicas",
+        "1",
+    ];
     install_args.extend(&images);
     let install = weft(&install_args, None);
     assert_eq!(install.code, 0, "{}", install.stderr);
@@ -60,17 +91,18 @@ fn injected_pods_in_docker_talk_over_mtls_and_a_job_finishes() {
         .expect("the webhook in the controller's pod");
     assert!(answer.allowed() && answer.patch().is_some() && answer.uid() == "in-docker", "{}", answer.raw);
 
-    // Join tokens (the identity until Kubernetes part 2), then the demo, injected.
+    // Join tokens (universal mode's identities), then the demo, injected.
     let mut secrets = Vec::new();
     for svc in ["foo", "bar"] {
         let token = weft(&["ca", "token", "--dir", &ca, "--service", svc], None);
         secrets.push(secret(&format!("{svc}-join-token"), &token.stdout));
     }
     node.add_objects(&secrets);
-    let demo = repo_root().join("examples/kubernetes/demo.yaml").display().to_string();
-    let mut inject_args = vec!["inject", "--ca-dir", &ca, &demo];
+    let demo_yaml =
+        with_join_tokens(&std::fs::read_to_string(repo_root().join("examples/kubernetes/demo.yaml")).unwrap());
+    let mut inject_args = vec!["inject", "--ca-dir", &ca, "-"];
     inject_args.extend(&images);
-    let injected = weft(&inject_args, None);
+    let injected = weft(&inject_args, Some(&demo_yaml));
     assert_eq!(injected.code, 0, "{}", injected.stderr);
     let demo = templates(&yaml_docs(&injected.stdout.replace("image: weft:playground", &format!("image: weft:{tag}"))));
     let find = |name: &str| pod_from(demo.iter().find(|t| t.object.ends_with(&format!("/{name}"))).expect(name));
@@ -131,7 +163,7 @@ fn injected_pods_in_docker_talk_over_mtls_and_a_job_finishes() {
     // containers, its postStart hook holding the app back until it is ready, and the app's
     // command wrapped in `weft-proxy await --shutdown` (the demo image has weft-proxy) so that
     // the proxy exits with it.
-    let classic_input = std::fs::read_to_string(repo_root().join("examples/kubernetes/demo.yaml")).unwrap().replace(
+    let classic_input = demo_yaml.replace(
         "config.weft.io/join-token-secret: foo-join-token\n    spec:\n      serviceAccountName: foo\n      automountServiceAccountToken: false\n      restartPolicy: Never",
         "config.weft.io/join-token-secret: foo-join-token\n        config.weft.io/native-sidecar: \"false\"\n        \
          config.weft.io/await-binary: /usr/local/bin/weft-proxy\n    spec:\n      serviceAccountName: foo\n      \
