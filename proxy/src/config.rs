@@ -83,6 +83,8 @@ pub struct ProxyConfig {
     /// Serve `/config`, `/log-level` and `POST /shutdown` to non-loopback callers too.
     pub admin_open: bool,
     pub app_probes: Vec<AppProbe>,
+    /// Ports read as opaque TCP besides `weft_proto::contract::OPAQUE_PORTS` (`--opaque-ports`).
+    pub opaque_ports: Vec<u16>,
     /// Requests from peers being served at once, at most (beyond: 503 overloaded).
     pub max_inbound_requests: usize,
     /// An HTTP connection with no request in progress for this long is closed (zero: never).

@@ -88,6 +88,10 @@ pub struct RunArgs {
     /// /app-probe/http/PORT/PATH) or tcp:PORT (GET /app-probe/tcp/PORT); comma-separated.
     #[arg(long = "app-probe", env = "WEFT_PROXY_APP_PROBES", value_delimiter = ',')]
     pub app_probes: Vec<String>,
+    /// Ports whose connections are opaque TCP without detection (server-speaks-first protocols),
+    /// added to the built-in list; comma-separated.
+    #[arg(long, env = "WEFT_PROXY_OPAQUE_PORTS", value_delimiter = ',')]
+    pub opaque_ports: Vec<u16>,
     /// Requests from peers served at once, at most; beyond: 503 with x-weft-overloaded.
     #[arg(long, env = "WEFT_PROXY_MAX_INBOUND_REQUESTS", default_value_t = 1024)]
     pub max_inbound_requests: usize,
@@ -271,6 +275,9 @@ impl RunArgs {
         let shutdown_delay = dur("shutdown-delay", &self.shutdown_delay);
         let idle_timeout = dur("idle-timeout", &self.idle_timeout);
         let stream_idle_timeout = dur("stream-idle-timeout", &self.stream_idle_timeout);
+        if self.opaque_ports.contains(&0) {
+            p.push("--opaque-ports: 0 is not a port".into());
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             p.push(format!("--log-format {:?}: expected text or json", self.log_format));
         }
@@ -327,6 +334,7 @@ impl RunArgs {
             access_log: access_log.unwrap_or(AccessLog::Off),
             admin_open: self.admin_open,
             app_probes,
+            opaque_ports: self.opaque_ports.clone(),
             max_inbound_requests: self.max_inbound_requests,
             idle_timeout: idle_timeout.unwrap_or_default(),
             stream_idle_timeout: stream_idle_timeout.unwrap_or_default(),
@@ -393,6 +401,20 @@ mod tests {
         for bad in ["http:8080", "http:/x", "tcp:0", "udp:53", "http:80/a b"] {
             assert!(AppProbe::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn opaque_ports_are_a_comma_separated_list_of_ports() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["weft-proxy", "--namespace", "shop"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|c| c.run)
+        };
+        assert_eq!(parse(&["--opaque-ports", "9000,9001"]).unwrap().opaque_ports, [9000, 9001]);
+        assert!(parse(&["--opaque-ports", "9000,x"]).is_err());
+        assert!(parse(&["--opaque-ports", "70000"]).is_err());
+        let problems = parse(&["--opaque-ports", "0"]).unwrap().validate().unwrap_err().join("\n");
+        assert!(problems.contains("--opaque-ports"), "{problems}");
     }
 
     #[test]

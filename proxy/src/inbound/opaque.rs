@@ -48,7 +48,7 @@ where
     ctx.metrics.tcp_connections.with(&["inbound", name, ns, caller.tls(), "true"]).inc();
     let app = AppTarget { default_port: Some(port), fixed: true, ..app };
     let protocol = policy.as_ref().map_or(Protocol::Detect, |p| p.protocol);
-    to_app(ctx, io, caller, app, Framing::of(protocol, Some(port))).await;
+    to_app(ctx, io, caller, app, Framing::of(protocol, Some(port), &ctx.cfg.opaque_ports)).await;
 }
 
 /// Serves an authorized connection to the app as its framing says: relayed bytes, HTTP, or (nothing

@@ -30,7 +30,7 @@ pub(crate) async fn connection(ctx: &Arc<ProxyContext>, stream: TcpStream, remot
     let caller = Arc::new(Caller::new(ctx, None, remote));
     let app = AppTarget { ip: orig.ip(), default_port: Some(orig.port()), fixed: true };
     let protocol = policy.as_ref().map_or(Protocol::Detect, |p| p.protocol);
-    let framing = Framing::of(protocol, Some(orig.port()));
+    let framing = Framing::of(protocol, Some(orig.port()), &ctx.cfg.opaque_ports);
     if framing == Framing::Opaque && policy.as_ref().is_some_and(|p| p.allow.is_some()) {
         // Bytes can't be told "403": a plaintext caller of a service with an allow list is closed.
         return crate::respond::close(&ctx.metrics, "inbound", &ProxyError::Unauthorized, remote);

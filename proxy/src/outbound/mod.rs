@@ -58,11 +58,14 @@ pub enum Framing {
 }
 
 impl Framing {
-    pub fn of(protocol: Protocol, port: Option<u16>) -> Self {
+    /// `extra_opaque` is the operator's `--opaque-ports`, read as the built-in list is.
+    pub fn of(protocol: Protocol, port: Option<u16>, extra_opaque: &[u16]) -> Self {
+        let opaque_port = port.is_some_and(|p| OPAQUE_PORTS.contains(&p) || extra_opaque.contains(&p));
+        // A declared protocol wins over the port: HTTP is never tunnelled unread.
         match protocol {
             Protocol::Tcp => Framing::Opaque,
-            _ if port.is_some_and(|p| OPAQUE_PORTS.contains(&p)) => Framing::Opaque,
             Protocol::Http1 | Protocol::Http2 | Protocol::Grpc => Framing::Http,
+            Protocol::Detect if opaque_port => Framing::Opaque,
             Protocol::Detect => Framing::Detect,
         }
     }
@@ -74,7 +77,7 @@ where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let protocol = ctx.view().service(&target.service).map_or(Protocol::Detect, |s| s.protocol());
-    let framing = Framing::of(protocol, port);
+    let framing = Framing::of(protocol, port, &ctx.cfg.opaque_ports);
     let first_byte = (framing == Framing::Detect).then_some(ctx.cfg.detect_timeout);
     let (detected, prefix) = match framing {
         Framing::Opaque => {
@@ -129,4 +132,20 @@ where
 pub async fn drained_then_grace(ctx: &ProxyContext) {
     drained(ctx.drain.signal()).await;
     tokio::time::sleep(ctx.cfg.shutdown_grace).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_declared_protocol_wins_then_built_in_and_operator_opaque_ports() {
+        assert_eq!(Framing::of(Protocol::Detect, Some(5432), &[]), Framing::Opaque);
+        assert_eq!(Framing::of(Protocol::Detect, Some(9000), &[]), Framing::Detect);
+        assert_eq!(Framing::of(Protocol::Detect, Some(9000), &[9000]), Framing::Opaque);
+        assert_eq!(Framing::of(Protocol::Detect, None, &[9000]), Framing::Detect);
+        assert_eq!(Framing::of(Protocol::Http1, Some(9000), &[9000]), Framing::Http);
+        assert_eq!(Framing::of(Protocol::Grpc, Some(5432), &[]), Framing::Http);
+        assert_eq!(Framing::of(Protocol::Tcp, Some(80), &[]), Framing::Opaque);
+    }
 }

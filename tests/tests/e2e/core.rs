@@ -159,6 +159,34 @@ fn opaque_tcp_and_a_server_speaks_first_protocol() {
 }
 
 #[test]
+fn operator_opaque_ports_skip_detection_on_both_sides() {
+    let m = Mesh::start("opaque-ports", MESH);
+    // A server-speaks-first app on a port outside the built-in list, and a detect timeout so long
+    // that the banner could only arrive quickly if neither proxy waits for the client to speak.
+    let banner_app = TcpApp::start("127.0.0.1:0", Some("220 hello from bar\r\n"));
+    let port = banner_app.addr.port().to_string();
+    let flags = |o: &mut ProxyOpts| {
+        o.extra = vec!["--opaque-ports".into(), format!("1,{port}"), "--detect-timeout".into(), "20s".into()]
+    };
+    let mut bar_opts = ProxyOpts::new("bar").app(banner_app.addr);
+    flags(&mut bar_opts);
+    let _bar = m.proxy(bar_opts);
+    let mut foo_opts = ProxyOpts::client("foo").upstream("bar");
+    flags(&mut foo_opts);
+    let foo = m.proxy(foo_opts);
+    foo.wait_endpoints("bar", 1, Duration::from_secs(10));
+
+    let started = Instant::now();
+    let mut s = TcpStream::connect(foo.upstream("bar")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"220 hello from bar\r\n");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "the banner waited {took:?}: a proxy ran detection on an opaque port");
+}
+
+#[test]
 fn plaintext_and_foreign_certificates_are_refused_at_the_inbound_port() {
     let (m, bar_app, foo, bar) = foo_and_bar("refuse", MESH);
     let inbound: SocketAddr = format!("127.0.0.1:{}", bar.inbound).parse().unwrap();
