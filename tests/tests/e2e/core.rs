@@ -97,6 +97,14 @@ fn grpc_unary_and_server_streaming_through_the_mesh() {
         }
         assert_eq!(got, vec![0, 1, 2, 3, 4]);
     });
+    // gRPC outcomes are counted by grpc-status (read at the end of each stream), not HTTP 200.
+    eventually("both calls counted as gRPC OK", Duration::from_secs(5), || {
+        metric(
+            &foo.metrics(),
+            "weft_grpc_responses_total",
+            &[("direction", "outbound"), ("service", "bar"), ("grpc_status", "0")],
+        ) == 2.0
+    });
 }
 
 /// An opaque port from the list that is free here.
