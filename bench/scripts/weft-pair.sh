@@ -1,7 +1,8 @@
 # Sourced by the pair scripts: a controller with the benchmark's mesh policy, the built-in
 # backend, and `start_proxies WRAPPER...` for a server-side and a client-side weft-proxy (one
 # worker each; the wrapper, e.g. valgrind, may be empty). Needs BIN and the current directory set
-# to an empty output folder. Sets SP and CP (the proxies' pids) and cleans up on exit.
+# to an empty output folder; `controller_extra` (an array) adds controller flags. Sets CTL, SP and CP
+# (the pids) and cleans up on exit.
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -34,7 +35,7 @@ YAML
 "$BIN/weft" ca token --dir ca --service bench-client > client.token
 "$BIN/weft" ca token --dir ca --service bench-server > server.token
 "$BIN/weft-controller" --mesh mesh.yaml --ca-dir ca --grpc-addr 127.0.0.1:17070 --admin-addr 127.0.0.1:17071 \
-  --log-level warn > controller.log 2>&1 & pids+=($!)
+  --log-level warn ${controller_extra[@]+"${controller_extra[@]}"} > controller.log 2>&1 & CTL=$!; pids+=($CTL)
 "$BIN/weft" bench backend --listen 127.0.0.1:18080 --payload 1024 > backend.log 2>&1 & pids+=($!)
 common=(--controller https://127.0.0.1:17070 --trust-anchor ca/ca.crt --workers 1 --log-level warn)
 
