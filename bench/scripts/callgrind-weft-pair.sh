@@ -26,7 +26,7 @@ start_proxies "${VG[@]}" --callgrind-out-file=server.cg -- "${VG[@]}" --callgrin
 wait_pair
 callgrind_control -z "$SP" >/dev/null
 callgrind_control -z "$CP" >/dev/null
-"$BIN/weft" bench load --target 127.0.0.1:14140 --authority bench-server --rate "$RATE" --connections 16 \
+"$BIN/weft" bench load --target 127.0.0.1:$UPSTREAM --authority bench-server --rate "$RATE" --connections 16 \
   --warmup-ms 2000 --duration-ms $((SECS * 1000)) --payload 1024 > load.out 2> load.err
 result=$(grep '^result ' load.out | sed 's/^result //')
 # SIGTERM: the proxies drain and exit, and callgrind writes its files.

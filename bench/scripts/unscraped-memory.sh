@@ -20,7 +20,7 @@ rm -rf "$OUT" && mkdir -p "$OUT" && cd "$OUT"
 start_proxies --
 wait_pair
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-"$BIN/weft" bench load --target 127.0.0.1:14140 --authority bench-server --rate "$RATE" --connections 16 \
+"$BIN/weft" bench load --target 127.0.0.1:$UPSTREAM --authority bench-server --rate "$RATE" --connections 16 \
   --warmup-ms 0 --duration-ms $((MINUTES * 60 * 1000)) --payload 1024 > load.out 2> load.err & LP=$!
 pids+=($LP)
 printf 'minute  client_rss_kib  server_rss_kib\n'

@@ -168,6 +168,7 @@ pub fn run(cfg: ProxyConfig, log: LogLevel) -> anyhow::Result<()> {
         );
         tokio::spawn(crate::admin::serve(admin, ctx.clone(), log, shutdown_tx));
         tokio::spawn(ctx.metrics.registry.clone().upkeep_loop());
+        tokio::spawn(crate::net::memory::trim_loop());
         let (expiry_tx, expiry_rx) = watch::channel(0i64);
         tokio::spawn(crate::control::identity::run(ctx.clone(), expiry_tx, fatal_tx));
         tokio::spawn(crate::control::discovery::run(ctx.clone(), subscribe_rx, expiry_rx));

@@ -64,5 +64,6 @@ impl OpenGauge {
 impl Drop for OpenGauge {
     fn drop(&mut self) {
         self.0.dec();
+        crate::net::memory::connection_closed();
     }
 }
