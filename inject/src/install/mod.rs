@@ -124,6 +124,10 @@ pub fn render(o: &InstallOptions) -> String {
     doc(&mut out, &access::service_account());
     doc(&mut out, &access::cluster_role(o));
     doc(&mut out, &access::cluster_role_binding());
+    if let Some((role, binding)) = access::config_role(o) {
+        doc(&mut out, &role);
+        doc(&mut out, &binding);
+    }
     doc(&mut out, &access::ca_secret(o));
     for cm in access::config_maps(o) {
         doc(&mut out, &cm);
