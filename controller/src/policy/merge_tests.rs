@@ -7,6 +7,9 @@ use weft_proto::v1 as pb;
 
 use super::*;
 
+type Services = BTreeMap<String, pb::ServicePolicy>;
+type Endpoints = BTreeMap<String, Vec<pb::Endpoint>>;
+
 fn split(name: &str, created: &str, service: &str, backends: &[(&str, u64)]) -> TrafficSplitRecord {
     let backends: Vec<Value> = backends.iter().map(|(s, w)| json!({"service": s, "weight": w})).collect();
     TrafficSplitRecord::from_json(&json!({
@@ -36,7 +39,7 @@ fn endpoint(ip: &str, instance: &str, identity: bool) -> pb::Endpoint {
 
 /// `shop/bar` (the root, with one pod of its own), `shop/bar-primary`, `shop/bar-canary`; the
 /// mesh file gave bar a 2 s timeout, retries, a split by version and one route.
-fn world() -> (BTreeMap<String, pb::ServicePolicy>, BTreeMap<String, Vec<pb::Endpoint>>) {
+fn world() -> (Services, Endpoints) {
     let mut services = BTreeMap::new();
     let mut endpoints = BTreeMap::new();
     for (name, ip) in [("bar", "10.1.0.1"), ("bar-primary", "10.1.0.2"), ("bar-canary", "10.1.0.3")] {
@@ -60,7 +63,7 @@ fn world() -> (BTreeMap<String, pb::ServicePolicy>, BTreeMap<String, Vec<pb::End
     (services, endpoints)
 }
 
-fn run(policy: ApiPolicy) -> (BTreeMap<String, pb::ServicePolicy>, BTreeMap<String, Vec<pb::Endpoint>>, Vec<Finding>) {
+fn run(policy: ApiPolicy) -> (Services, Endpoints, Vec<Finding>) {
     let (mut s, mut e) = world();
     let f = apply(&policy, &mut s, &mut e);
     (s, e, f)

@@ -152,12 +152,12 @@ fn test_api_server_a_traffic_split_edit_moves_live_traffic_within_a_second() {
 
 #[test]
 fn test_api_server_a_broken_config_map_edit_is_rejected_and_traffic_keeps_its_policy() {
-    // The ConfigMap drives what the traffic shows at once: an abort fault on bar, answered by
-    // foo's proxy.
+    // The ConfigMap drives what the traffic shows at once: an abort fault that the primary pods'
+    // proxies answer with (faults belong to the callee's own service, named by its account).
     let faults = |percent: &str| {
         format!(
-            "trust_domain: weft.local\nservices:\n  shop/bar:\n    protocol: http\n    \
-             faults: {{abort: {{percent: {percent}, status: 418}}}}\n  shop/foo: {{protocol: http}}\n"
+            "trust_domain: weft.local\nservices:\n  shop/bar: {{protocol: http}}\n  shop/bar-primary:\n    \
+             protocol: http\n    faults: {{abort: {{percent: {percent}, status: 418}}}}\n  shop/foo: {{protocol: http}}\n"
         )
     };
     let lab = canary_lab("k8s-configmap", |c| {
