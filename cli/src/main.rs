@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod ca;
+mod check;
 mod http_get;
 mod kubernetes;
 mod playground;
@@ -37,6 +38,9 @@ enum Command {
     Uninject(kubernetes::UninjectArgs),
     /// Print the control plane's Kubernetes manifests: weft install | kubectl apply -f -
     Install(Box<kubernetes::InstallArgs>),
+    /// Check the install: controller live and ready, trust anchor expiry, config rejected or not,
+    /// policy findings, proxies and their certificates. Exit code 0 when no check failed.
+    Check(check::CheckArgs),
     /// The mesh at a glance: services, endpoints, proxies, config versions, certificate expiries.
     Status {
         /// The controller's admin address.
@@ -111,6 +115,7 @@ enum CaCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Check(args) => return check::main(args),
         Command::Ca(CaCommand::Init { dir, trust_domain }) => ca::init(&dir, &trust_domain),
         Command::Ca(CaCommand::Token { dir, service, namespace, ttl, bind_instance }) => {
             ca::token(&dir, &service, &namespace, &ttl, bind_instance.as_deref())

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod kubernetes;
 pub mod mesh;
 pub mod metrics;
+pub mod policy;
 pub mod registry;
 pub mod snapshot;
 pub mod state;
@@ -134,14 +135,18 @@ pub async fn run(
             Ok(())
         }
     });
-    tasks.spawn({
-        let state = state.clone();
-        let path = cfg.mesh.clone();
-        async move {
-            watch::watch(path, state, initial_text).await;
-            Ok(())
-        }
-    });
+    // In Kubernetes mode the `weft-mesh` ConfigMap is watched through the API instead (the file
+    // is that ConfigMap mounted, and lags it by the kubelet's sync period).
+    if cfg.kubernetes.is_none() {
+        tasks.spawn({
+            let state = state.clone();
+            let path = cfg.mesh.clone();
+            async move {
+                watch::watch(path, state, initial_text).await;
+                Ok(())
+            }
+        });
+    }
     tasks.spawn({
         let state = state.clone();
         async move {

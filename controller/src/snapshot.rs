@@ -10,6 +10,7 @@ use weft_proto::v1 as pb;
 
 use crate::kubernetes::view::ClusterView;
 use crate::mesh::{default_circuit_breaker, MeshConfig};
+use crate::policy::Finding;
 use crate::registry::WorkloadRecord;
 
 /// The directory is one resource.
@@ -19,11 +20,13 @@ pub const DIRECTORY_NAME: &str = "mesh";
 pub struct Snapshot {
     pub version: u64,
     pub by_type: HashMap<&'static str, BTreeMap<String, Arc<pb::Resource>>>,
+    /// What the API's policy overrode or could not carry (Kubernetes mode).
+    pub findings: Vec<Finding>,
 }
 
 impl Snapshot {
     pub fn empty() -> Self {
-        Self { version: 0, by_type: types::ALL.iter().map(|t| (*t, BTreeMap::new())).collect() }
+        Self { version: 0, by_type: types::ALL.iter().map(|t| (*t, BTreeMap::new())).collect(), findings: Vec::new() }
     }
 
     pub fn resources(&self, type_url: &str) -> Option<&BTreeMap<String, Arc<pb::Resource>>> {
@@ -61,9 +64,7 @@ impl Snapshot {
         }
 
         let mut endpoints: BTreeMap<String, Vec<pb::Endpoint>> = BTreeMap::new();
-        if let Some(c) = cluster {
-            c.contribute(&mut services, &mut endpoints);
-        }
+        let findings = cluster.map(|c| c.contribute(&mut services, &mut endpoints)).unwrap_or_default();
         for k in services.keys() {
             endpoints.entry(k.clone()).or_default();
         }
@@ -114,7 +115,7 @@ impl Snapshot {
                 resource(DIRECTORY_NAME.to_string(), pb::resource::Body::Directory(directory)),
             )]),
         );
-        Self { version, by_type }
+        Self { version, by_type, findings }
     }
 }
 

@@ -66,6 +66,8 @@ struct Inner {
     /// Kubernetes mode, once synced: services and endpoints from the API (registrations then
     /// only authorise streams).
     cluster: Option<Arc<ClusterView>>,
+    rejected_total: u64,
+    rejected: Option<Vec<String>>,
 }
 
 impl MeshState {
@@ -84,6 +86,8 @@ impl MeshState {
                 sessions: BTreeMap::new(),
                 snapshot_version: 0,
                 cluster: None,
+                rejected_total: 0,
+                rejected: None,
             }),
             snapshots,
             started: Instant::now(),
@@ -106,6 +110,11 @@ impl MeshState {
         inner.snapshot_version += 1;
         let snap =
             Snapshot::build_with(inner.snapshot_version, &inner.mesh, inner.registry.iter(), inner.cluster.as_deref());
+        // Each policy finding is logged once, when it first appears (and counted in the state).
+        let before = self.snapshots.borrow().findings.clone();
+        for f in snap.findings.iter().filter(|f| !before.contains(f)) {
+            tracing::warn!(service = %f.service, source = %f.source, kind = ?f.kind, "policy: {}", f.message);
+        }
         self.snapshots.send_replace(Arc::new(snap));
     }
 
@@ -120,6 +129,7 @@ impl MeshState {
     /// Puts a new (validated) mesh file in force.
     pub fn set_mesh(&self, mesh: MeshConfig) {
         let mut inner = self.lock();
+        inner.rejected = None;
         if *inner.mesh == mesh {
             return;
         }
@@ -127,6 +137,15 @@ impl MeshState {
         inner.config_version += 1;
         self.metrics.config_version.with(&[]).set(inner.config_version as i64);
         self.republish(&mut inner);
+    }
+
+    /// An edit of the mesh config (file or ConfigMap) was refused: counted, logged by the caller,
+    /// and shown in the state until a good one arrives.
+    pub fn reject_config(&self, problems: Vec<String>) {
+        self.metrics.config_rejected.with(&[]).inc();
+        let mut inner = self.lock();
+        inner.rejected_total += 1;
+        inner.rejected = Some(problems);
     }
 
     /// Puts a new view of the Kubernetes cluster in force.
@@ -348,6 +367,12 @@ impl MeshState {
             "restart_holddown_remaining_ms": holddown_left.as_millis() as u64,
             "services": services,
             "proxies": proxies,
+            "policy_findings": snap.findings,
+            "config": {
+                "rejected_total": inner.rejected_total,
+                // The problems of the latest edit when it was rejected (the last good config is in force).
+                "rejected": inner.rejected,
+            },
         })
     }
 }

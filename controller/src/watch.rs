@@ -24,7 +24,7 @@ pub fn load(path: &Path, trust_domain: &str) -> Result<MeshConfig, Vec<String>> 
     parse_for(&text, trust_domain)
 }
 
-fn parse_for(text: &str, trust_domain: &str) -> Result<MeshConfig, Vec<String>> {
+pub(crate) fn parse_for(text: &str, trust_domain: &str) -> Result<MeshConfig, Vec<String>> {
     let mesh = MeshConfig::parse(text)?;
     if mesh.trust_domain != trust_domain {
         return Err(vec![format!(
@@ -92,12 +92,12 @@ pub async fn watch(path: PathBuf, state: Arc<MeshState>, initial_text: Option<St
                 state.set_mesh(mesh);
             }
             Err(problems) => {
-                state.metrics.config_rejected.with(&[]).inc();
                 tracing::error!(
                     path = %path.display(),
                     "mesh file rejected; the last good config stays in force. Problems:\n  {}",
                     problems.join("\n  ")
                 );
+                state.reject_config(problems);
             }
         }
     }

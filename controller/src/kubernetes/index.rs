@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::objects::{Key, PodRecord, ServiceRecord, SliceRecord};
+use crate::policy::{HttpRouteRecord, TrafficSplitRecord};
 
 /// One watcher event, for one kind (`kube::runtime::watcher::Event`, with the object already
 /// reduced to its record).
@@ -95,6 +96,9 @@ pub struct ClusterIndex {
     pub services: Store<ServiceRecord>,
     pub slices: Store<SliceRecord>,
     pub pods: Store<PodRecord>,
+    /// SMI TrafficSplits and GAMMA HTTPRoutes: listed empty where their CRD is not installed.
+    pub splits: Store<TrafficSplitRecord>,
+    pub http_routes: Store<HttpRouteRecord>,
 }
 
 fn service_key(s: &ServiceRecord) -> Key {
@@ -118,9 +122,21 @@ impl ClusterIndex {
         self.pods.apply(e, PodRecord::key)
     }
 
-    /// Every kind has been listed at least once.
+    pub fn split(&mut self, e: Event<TrafficSplitRecord>) -> bool {
+        self.splits.apply(e, |s| s.object.key())
+    }
+
+    pub fn http_route(&mut self, e: Event<HttpRouteRecord>) -> bool {
+        self.http_routes.apply(e, |r| r.object.key())
+    }
+
+    /// Every kind has been listed at least once (or found not installed).
     pub fn synced(&self) -> bool {
-        self.services.synced() && self.slices.synced() && self.pods.synced()
+        self.services.synced()
+            && self.slices.synced()
+            && self.pods.synced()
+            && self.splits.synced()
+            && self.http_routes.synced()
     }
 }
 
@@ -142,7 +158,12 @@ mod tests {
         idx.service(Event::Init);
         idx.service(Event::InitDone);
         idx.slice(Event::Init);
-        assert!(idx.slice(Event::InitDone), "a first (empty) list is a change: the index is now synced");
+        assert!(idx.slice(Event::InitDone), "a first (empty) list is a change");
+        idx.split(Event::Init);
+        idx.split(Event::InitDone);
+        assert!(!idx.synced(), "HTTPRoutes are not listed (or found absent) yet");
+        idx.http_route(Event::Init);
+        idx.http_route(Event::InitDone);
         assert!(idx.synced());
 
         // A watch resumed after 410 Gone: a new list, in which `a` is gone and `b` appeared.

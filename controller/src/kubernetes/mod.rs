@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod index;
 pub mod objects;
+pub mod policy_watch;
 pub mod tokens;
 pub mod view;
 pub mod watch;
@@ -82,6 +83,14 @@ impl Cluster {
         });
         let (tx, views) = tokio::sync::watch::channel(None);
         watch::spawn_watchers(&client, &shared, tasks);
+        policy_watch::spawn_policy_watchers(&client, &shared, tasks);
+        tasks.spawn({
+            let (client, state) = (client.clone(), state.clone());
+            async move {
+                policy_watch::watch_mesh_configmap(client, state).await;
+                Err(anyhow::anyhow!("the ConfigMap watcher ended"))
+            }
+        });
         let state = state.clone();
         tasks.spawn(async move {
             watch::publish(shared, state, tx).await;

@@ -14,6 +14,7 @@ use weft_proto::v1 as pb;
 use super::index::ClusterIndex;
 use super::objects::{Key, PodRecord, ServiceRecord, SliceRecord, TargetPort};
 use crate::mesh::default_circuit_breaker;
+use crate::policy::{ApiPolicy, Finding};
 
 /// Where a meshed pod's proxy takes mTLS from its peers (the injector's `--inbound` port).
 pub const PROXY_INBOUND_PORT: u16 = weft_inject::names::INBOUND_PORT as u16;
@@ -47,6 +48,8 @@ pub struct ClusterView {
     /// pod under the first of its services, by name).
     pub directory: BTreeMap<String, String>,
     pods: BTreeMap<Key, PodRecord>,
+    /// TrafficSplits and HTTPRoutes, laid over the mesh file's policies by [`crate::policy::apply`].
+    pub policy: ApiPolicy,
 }
 
 /// `appProtocol` values the mesh understands (IANA names and Kubernetes' own).
@@ -132,6 +135,10 @@ impl ClusterView {
             }
         }
         view.pods = idx.pods.iter().map(|p| (p.key(), p.clone())).collect();
+        view.policy = ApiPolicy {
+            splits: idx.splits.iter().cloned().collect(),
+            routes: idx.http_routes.iter().cloned().collect(),
+        };
         view
     }
 
@@ -143,12 +150,13 @@ impl ClusterView {
     /// Adds the cluster's services, their endpoints and the meshed pods' own services to what the
     /// mesh file declares. A Service's ClusterIP and ports come from the API (the file's `vip:`
     /// and `ports:` are for services outside it); its policy from the file. Under `mtls: strict`
-    /// plaintext endpoints are left out: callers then have none to send plaintext to.
+    /// plaintext endpoints are left out: callers then have none to send plaintext to. Then the
+    /// TrafficSplits and HTTPRoutes, whose findings are returned.
     pub fn contribute(
         &self,
         services: &mut BTreeMap<String, pb::ServicePolicy>,
         endpoints: &mut BTreeMap<String, Vec<pb::Endpoint>>,
-    ) {
+    ) -> Vec<Finding> {
         for (key, cs) in &self.services {
             let policy = services.entry(key.clone()).or_insert_with(|| default_policy(&cs.namespace, &cs.name));
             policy.vip = cs.vip.map(|v| v.to_string()).unwrap_or_default();
@@ -166,6 +174,7 @@ impl ClusterView {
             let out = endpoints.entry(key.clone()).or_default();
             out.extend(list.iter().filter(|e| !strict || !e.identity.is_empty()).cloned());
         }
+        crate::policy::apply(&self.policy, services, endpoints)
     }
 }
 

@@ -1,11 +1,13 @@
 //! The namespace, the controller's service account and the least RBAC it needs (reading
 //! namespaces, for the webhook's `weft.io/inject` lookups; with discovery from the API, watching
-//! Services, EndpointSlices and Pods and creating TokenReviews), the CA Secret and the ConfigMaps.
+//! Services, EndpointSlices and Pods and creating TokenReviews; and the policy: SMI TrafficSplits,
+//! Gateway API HTTPRoutes, and the `weft-mesh` ConfigMap through a Role in `weft-system` only),
+//! the CA Secret and the ConfigMaps.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::ByteString;
 
 use super::{meta, InstallOptions, CA_SECRET, CONTROLLER, INJECTOR_CONFIGMAP, MESH_CONFIGMAP, TRUST_ANCHOR_CONFIGMAP};
@@ -43,8 +45,36 @@ pub fn cluster_role(o: &InstallOptions) -> ClusterRole {
         rules.push(rule("", &["services"], &["list", "watch"]));
         rules.push(rule("discovery.k8s.io", &["endpointslices"], &["list", "watch"]));
         rules.push(rule("authentication.k8s.io", &["tokenreviews"], &["create"]));
+        // Traffic policy from the API (read where the CRDs are installed).
+        rules.push(rule("split.smi-spec.io", &["trafficsplits"], &["list", "watch"]));
+        rules.push(rule("gateway.networking.k8s.io", &["httproutes"], &["list", "watch"]));
     }
     ClusterRole { metadata: meta(CONTROLLER, false), rules: Some(rules), ..Default::default() }
+}
+
+/// With discovery from the API, the controller watches the `weft-mesh` ConfigMap: ConfigMaps of
+/// its own namespace only (a Role, not the ClusterRole, so no other namespace's are readable).
+pub fn config_role(o: &InstallOptions) -> Option<(Role, RoleBinding)> {
+    if !o.discovery_from_api {
+        return None;
+    }
+    let role =
+        Role { metadata: meta(CONTROLLER, true), rules: Some(vec![rule("", &["configmaps"], &["list", "watch"])]) };
+    let binding = RoleBinding {
+        metadata: meta(CONTROLLER, true),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: CONTROLLER.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: CONTROLLER.into(),
+            namespace: Some(names::MESH_NAMESPACE.into()),
+            ..Default::default()
+        }]),
+    };
+    Some((role, binding))
 }
 
 pub fn cluster_role_binding() -> ClusterRoleBinding {

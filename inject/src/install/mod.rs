@@ -124,6 +124,10 @@ pub fn render(o: &InstallOptions) -> String {
     doc(&mut out, &access::service_account());
     doc(&mut out, &access::cluster_role(o));
     doc(&mut out, &access::cluster_role_binding());
+    if let Some((role, binding)) = access::config_role(o) {
+        doc(&mut out, &role);
+        doc(&mut out, &binding);
+    }
     doc(&mut out, &access::ca_secret(o));
     for cm in access::config_maps(o) {
         doc(&mut out, &cm);
@@ -163,7 +167,8 @@ mod tests {
         assert!(o.validate().is_empty(), "{:?}", o.validate());
         let a = render(&o);
         assert_eq!(a, render(&o));
-        assert_eq!(a.matches("\n---\n").count() + usize::from(a.starts_with("---\n")), 12, "{a}");
+        // 12 documents, and the Role and RoleBinding for the weft-mesh ConfigMap (Kubernetes mode).
+        assert_eq!(a.matches("\n---\n").count() + usize::from(a.starts_with("---\n")), 14, "{a}");
         // A settings change changes the controller's pod template, so applying it rolls the controller.
         let mut tuned = o.clone();
         tuned.settings.proxy_log_level = "debug".into();
@@ -172,6 +177,7 @@ mod tests {
         assert!(a.contains("--kubernetes") && a.contains("tokenreviews") && a.contains("replicas: 2"), "{a}");
         let universal = render(&InstallOptions { discovery_from_api: false, ..o.clone() });
         assert!(!universal.contains("--kubernetes") && !universal.contains("tokenreviews"));
+        assert!(!universal.contains("kind: Role\n"), "universal mode reads no ConfigMap through the API");
         let bad = InstallOptions { webhook_timeout_seconds: 31, webhook_failure_policy: "Sometimes".into(), ..o };
         assert_eq!(bad.validate().len(), 2);
     }

@@ -2,7 +2,7 @@
 //! lists, watches (newline-delimited JSON events on one long response), pod reads and
 //! TokenReviews.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -93,8 +93,17 @@ struct Target {
     name: Option<String>,
 }
 
-fn route(path: &str) -> Option<Target> {
-    let rest = path.strip_prefix("/api/v1/").or_else(|| path.strip_prefix("/apis/discovery.k8s.io/v1/"))?;
+/// The kind, namespace and name a path names, when its group and version are served (a CRD
+/// removed with [`super::TestApiServer::remove_kind`] is not: 404, as for an uninstalled CRD).
+fn route(path: &str, removed: &HashSet<Kind>) -> Option<Target> {
+    let (group, version, rest) = match path.strip_prefix("/api/v1/") {
+        Some(rest) => ("", "v1", rest),
+        None => {
+            let rest = path.strip_prefix("/apis/")?;
+            let mut it = rest.splitn(3, '/');
+            (it.next()?, it.next()?, it.next()?)
+        }
+    };
     let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
     let target = |plural: &str, namespace: Option<&str>, name: Option<&str>| {
         Some(Target {
@@ -110,7 +119,7 @@ fn route(path: &str) -> Option<Target> {
         ["namespaces", ns, plural, name] => target(plural, Some(ns), Some(name)),
         _ => None,
     }
-    .filter(|t| (t.kind == Kind::EndpointSlice) == path.starts_with("/apis/"))
+    .filter(|t| t.kind.group() == group && t.kind.versions().contains(&version) && !removed.contains(&t.kind))
 }
 
 async fn answer(req: http::Request<hyper::body::Incoming>, shared: &Arc<Mutex<Shared>>) -> http::Response<Body> {
@@ -138,7 +147,8 @@ async fn answer(req: http::Request<hyper::body::Incoming>, shared: &Arc<Mutex<Sh
     if req.method() != http::Method::GET {
         return status(405, "MethodNotAllowed", "the test API server serves GET, and POST of tokenreviews");
     }
-    let Some(target) = route(&path) else {
+    let removed = lock(shared).removed.clone();
+    let Some(target) = route(&path, &removed) else {
         return status(404, "NotFound", &format!("the test API server does not serve {path}"));
     };
     if query.contains_key("labelSelector") || query.contains_key("fieldSelector") {

@@ -3,7 +3,9 @@
 //! a stand-in written for these tests, not Kubernetes:
 //! - `GET /api/v1/namespaces/NAME` for the webhook (answers can be made slow or failing, and
 //!   every read is counted, so the webhook's cache and timeouts can be watched);
-//! - list and watch of Namespaces, Services, EndpointSlices and Pods, all namespaces or one, with
+//! - list and watch of Namespaces, Services, EndpointSlices, Pods, ConfigMaps, SMI TrafficSplits
+//!   (v1alpha2–v1alpha4) and Gateway API HTTPRoutes (v1; either CRD can be removed, then its
+//!   paths answer 404 as an uninstalled CRD's do), all namespaces or one, with
 //!   resourceVersions, paging (`limit`/`continue`), bookmarks, `timeoutSeconds`, and `410 Gone`
 //!   for a watch from a resourceVersion it no longer has ([`TestApiServer::expire_watches`]);
 //!   Services' EndpointSlices follow their selectors and the pods' readiness by themselves;
@@ -45,6 +47,8 @@ pub(crate) struct Shared {
     pub store: Store,
     pub signer: tokens::Signer,
     pub bookmark_every: Duration,
+    /// Kinds whose CRD is not installed: 404 on every path of theirs.
+    pub removed: std::collections::HashSet<Kind>,
     /// Bumped by `expire_watches`: every open watch ends with `410 Gone`.
     pub expiry: tokio::sync::watch::Sender<u64>,
 }
@@ -90,6 +94,7 @@ impl TestApiServer {
             store: Store::default(),
             signer: tokens::Signer::generate(),
             bookmark_every: Duration::from_secs(1),
+            removed: Default::default(),
             expiry: tokio::sync::watch::channel(0).0,
         }));
         let task = rt().spawn(http::serve(listener, tls, shared.clone()));
@@ -179,6 +184,11 @@ impl TestApiServer {
         s.expiry.send_modify(|e| *e += 1);
     }
 
+    /// Uninstalls a kind's CRD (`TrafficSplit`, `HTTPRoute`): its paths answer 404 from now on.
+    pub fn remove_kind(&self, kind: &str) {
+        self.lock().removed.insert(Kind::from_name(kind).expect("served kind"));
+    }
+
     /// How often open watches with `allowWatchBookmarks` get a bookmark (default 1 s).
     pub fn set_bookmark_interval(&self, every: Duration) {
         self.lock().bookmark_every = every;
@@ -225,5 +235,33 @@ pub fn service(namespace: &str, name: &str, cluster_ip: &str, ports: &[(u16, u16
         "metadata": {"namespace": namespace, "name": name},
         "spec": {"type": "ClusterIP", "clusterIP": cluster_ip, "clusterIPs": [cluster_ip],
                  "selector": {"app": name}, "ports": ports}
+    })
+}
+
+/// The mesh file as `weft install` ships it: ConfigMap `weft-system/weft-mesh`, key `mesh.yaml`.
+pub fn mesh_config_map(mesh_yaml: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"namespace": "weft-system", "name": "weft-mesh"},
+        "data": {"mesh.yaml": mesh_yaml}
+    })
+}
+
+/// An SMI TrafficSplit of `service` over `(backend, weight)`s, as Flagger writes one.
+pub fn traffic_split(namespace: &str, name: &str, service: &str, backends: &[(&str, u32)]) -> Value {
+    let backends: Vec<Value> = backends.iter().map(|(s, w)| json!({"service": s, "weight": w})).collect();
+    json!({
+        "apiVersion": "split.smi-spec.io/v1alpha2", "kind": "TrafficSplit",
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {"service": service, "backends": backends}
+    })
+}
+
+/// A GAMMA HTTPRoute attached to Service `parent`, with `rules` as the API writes them.
+pub fn http_route(namespace: &str, name: &str, parent: &str, rules: Value) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": parent, "port": 80}], "rules": rules}
     })
 }

@@ -16,13 +16,46 @@ pub enum Kind {
     Service,
     EndpointSlice,
     Pod,
+    ConfigMap,
+    /// SMI, a CRD: served at every version in [`Kind::versions`] unless removed.
+    TrafficSplit,
+    /// Gateway API, a CRD the cluster may not have.
+    HttpRoute,
 }
 
+const ALL: [Kind; 7] = [
+    Kind::Namespace,
+    Kind::Service,
+    Kind::EndpointSlice,
+    Kind::Pod,
+    Kind::ConfigMap,
+    Kind::TrafficSplit,
+    Kind::HttpRoute,
+];
+
 impl Kind {
-    pub fn api_version(self) -> &'static str {
+    /// The API group ("" for the core group).
+    pub fn group(self) -> &'static str {
         match self {
-            Kind::EndpointSlice => "discovery.k8s.io/v1",
-            _ => "v1",
+            Kind::EndpointSlice => "discovery.k8s.io",
+            Kind::TrafficSplit => "split.smi-spec.io",
+            Kind::HttpRoute => "gateway.networking.k8s.io",
+            _ => "",
+        }
+    }
+
+    /// The versions served; the first is the one objects are stored as.
+    pub fn versions(self) -> &'static [&'static str] {
+        match self {
+            Kind::TrafficSplit => &["v1alpha2", "v1alpha3", "v1alpha4"],
+            _ => &["v1"],
+        }
+    }
+
+    pub fn api_version(self) -> String {
+        match self.group() {
+            "" => self.versions()[0].to_string(),
+            g => format!("{g}/{}", self.versions()[0]),
         }
     }
 
@@ -32,6 +65,9 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Pod => "Pod",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::TrafficSplit => "TrafficSplit",
+            Kind::HttpRoute => "HTTPRoute",
         }
     }
 
@@ -41,6 +77,9 @@ impl Kind {
             Kind::Service => "services",
             Kind::EndpointSlice => "endpointslices",
             Kind::Pod => "pods",
+            Kind::ConfigMap => "configmaps",
+            Kind::TrafficSplit => "trafficsplits",
+            Kind::HttpRoute => "httproutes",
         }
     }
 
@@ -49,11 +88,11 @@ impl Kind {
     }
 
     pub fn from_name(kind: &str) -> Option<Self> {
-        [Kind::Namespace, Kind::Service, Kind::EndpointSlice, Kind::Pod].into_iter().find(|k| k.name() == kind)
+        ALL.into_iter().find(|k| k.name() == kind)
     }
 
     pub fn from_plural(p: &str) -> Option<Self> {
-        [Kind::Namespace, Kind::Service, Kind::EndpointSlice, Kind::Pod].into_iter().find(|k| k.plural() == p)
+        ALL.into_iter().find(|k| k.plural() == p)
     }
 }
 

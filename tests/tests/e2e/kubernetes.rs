@@ -9,8 +9,10 @@
 
 mod api_identity;
 mod api_lab;
+mod api_policy;
 mod api_replicas;
 mod api_server;
+mod check;
 mod cluster;
 mod golden;
 mod install;

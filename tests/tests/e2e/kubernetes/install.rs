@@ -28,6 +28,8 @@ fn install_is_byte_stable_and_complete() {
             "ServiceAccount/weft-controller",
             "ClusterRole/weft-controller",
             "ClusterRoleBinding/weft-controller",
+            "Role/weft-controller",
+            "RoleBinding/weft-controller",
             "Secret/weft-ca",
             "ConfigMap/weft-trust-anchor",
             "ConfigMap/weft-injector",
@@ -40,7 +42,8 @@ fn install_is_byte_stable_and_complete() {
     );
     let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap();
     // The least RBAC: reading namespaces (the webhook); watching Services, EndpointSlices and
-    // Pods, reading a pod, and reviewing tokens (Kubernetes mode); nothing else.
+    // Pods, reading a pod, reviewing tokens, watching TrafficSplits and HTTPRoutes (Kubernetes
+    // mode); nothing else.
     assert_eq!(
         find("ClusterRole")["rules"],
         serde_json::json!([
@@ -48,8 +51,17 @@ fn install_is_byte_stable_and_complete() {
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+            {"apiGroups": ["split.smi-spec.io"], "resources": ["trafficsplits"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"], "verbs": ["list", "watch"]}
         ])
+    );
+    // The mesh file's ConfigMap is watched through a Role in weft-system: no other namespace's.
+    let role = docs.iter().find(|d| d["kind"] == "Role").unwrap();
+    assert_eq!(role["metadata"]["namespace"], "weft-system");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "watch"]}])
     );
     assert!(find("ConfigMap")["data"]["ca.crt"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
     let mesh = &docs.iter().find(|d| d["metadata"]["name"] == "weft-mesh").unwrap()["data"]["mesh.yaml"];
