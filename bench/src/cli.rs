@@ -82,9 +82,13 @@ pub struct Tuning {
     pub protocol: Protocol,
 }
 
-/// The benchmark's own processes (hidden: the benchmark starts them).
+/// The control-plane benchmark, and the benchmark's own processes (hidden: the benchmark starts
+/// them).
 #[derive(Subcommand, Debug, Clone)]
 pub enum Helper {
+    /// How the controller grows with the mesh: N simulated proxies with real discovery streams
+    /// against a real weft-controller (initial sync, change convergence, restart storm).
+    ControlPlane(crate::control_plane::ControlPlaneArgs),
     /// The open-loop load generator; prints events and a JSON result on stdout.
     #[command(hide = true)]
     Load(LoadArgs),
@@ -145,6 +149,7 @@ pub struct BackendArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.helper.clone().map(|h| *h) {
         None => crate::session::run(args),
+        Some(Helper::ControlPlane(a)) => crate::control_plane::main(a),
         Some(Helper::Load(a)) => load_main(a),
         Some(Helper::Backend(a)) => {
             crate::backend::main(a.listen, a.threads, crate::backend::BackendConfig { payload: a.payload, stall: None })

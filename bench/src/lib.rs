@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod control_plane;
 pub mod load;
 pub mod netns;
 pub mod pki;

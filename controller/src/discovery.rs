@@ -120,6 +120,20 @@ impl SessionState {
         }
     }
 
+    /// The names of a type this proxy wants, in name order. A diff looks up only these: walking
+    /// every resource of the mesh instead made each snapshot cost O(services) per session, so a
+    /// connect storm cost O(proxies² × services) (see `weft bench control-plane`).
+    fn wanted(&self, type_url: &str) -> BTreeSet<&str> {
+        match type_url {
+            types::SERVICE => {
+                self.subscriptions.iter().map(String::as_str).chain([self.own_service.as_str()]).collect()
+            }
+            types::ENDPOINTS => self.subscriptions.iter().map(String::as_str).collect(),
+            types::DIRECTORY if self.transparent => BTreeSet::from([DIRECTORY_NAME]),
+            _ => BTreeSet::new(),
+        }
+    }
+
     /// The responses that bring the proxy up to `snap`. While the restart hold-down is in force,
     /// resources the proxy held before are not removed, and registry-derived ones (endpoints,
     /// directory) are only added to (a `merge` response): the proxies they describe may not have
@@ -135,8 +149,8 @@ impl SessionState {
             let sent = &self.sent[t];
             let mut changed = Vec::new();
             let mut merged = false;
-            for (name, r) in current {
-                if !self.wants(t, name) || sent.get(name) == Some(&r.version) {
+            for (name, r) in self.wanted(t).into_iter().filter_map(|n| current.get_key_value(n)) {
+                if sent.get(name) == Some(&r.version) {
                     continue;
                 }
                 if frozen(name) && t != types::SERVICE {

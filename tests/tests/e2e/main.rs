@@ -3,6 +3,7 @@
 
 mod bench;
 mod compose;
+mod control_plane_bench;
 mod core;
 mod kubernetes;
 mod playground;
