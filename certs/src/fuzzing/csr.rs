@@ -48,7 +48,7 @@ pub fn check(data: &[u8]) {
     let f = fixture();
     let granted: SpiffeId = GRANTED[usize::from((mode >> 1) & 3) % GRANTED.len()].parse().expect("an ID");
     let mut provenance = Provenance { token_id: "0123456789abcdef".into(), instance: None };
-    let (csr, asked) = if mode % 2 == 0 {
+    let (csr, asked) = if mode.is_multiple_of(2) {
         (rest.to_vec(), None)
     } else {
         let mut sans = Vec::new();
