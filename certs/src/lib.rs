@@ -4,6 +4,9 @@
 
 pub mod ca;
 pub mod der;
+/// The fuzz targets' checks (`fuzz/`), replayed over their corpora by the ordinary tests.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pem;
 pub mod provenance;
 pub mod revocation;

@@ -367,7 +367,7 @@ fn attest(
 /// The registration must be for exactly the identity in the client certificate, from the address
 /// it registers, with app ports that are ports and not the proxy's own. Returns the service key and
 /// the inbound address.
-fn check_registration(
+pub(crate) fn check_registration(
     identity: &SpiffeId,
     w: &pb::Workload,
     trust_domain: &str,

@@ -5,6 +5,9 @@
 pub mod admin;
 pub mod connections;
 pub mod discovery;
+/// The fuzz targets' checks (`fuzz/`), replayed over their corpora by the ordinary tests.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod identity;
 pub mod kubernetes;

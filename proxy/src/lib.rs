@@ -10,6 +10,9 @@ pub mod cli;
 pub mod config;
 pub(crate) mod context;
 pub(crate) mod control;
+/// The fuzz targets' checks (`fuzz/`), replayed over their corpora by the ordinary tests.
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod http;
 pub(crate) mod inbound;
 pub(crate) mod net;

@@ -22,7 +22,9 @@ pub fn unix_now_ms() -> i64 {
 
 /// Parses a gRPC `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
 pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    if v.len() < 2 || v.len() > 9 {
+    // Byte lengths: a multi-byte last character must be refused, not split (caught by the
+    // `deadline` fuzz target; header values reach here as ASCII, other callers may not).
+    if v.len() < 2 || v.len() > 9 || !v.is_ascii() {
         return None;
     }
     let (digits, unit) = v.split_at(v.len() - 1);
@@ -127,6 +129,7 @@ mod tests {
         assert_eq!(parse_grpc_timeout("123456789m"), None, "more than 8 digits");
         assert_eq!(parse_grpc_timeout("10x"), None);
         assert_eq!(format_grpc_timeout(Duration::from_millis(496)), "496m");
+        assert_eq!(parse_grpc_timeout("5\u{e9}"), None, "a multi-byte unit is refused, not split");
     }
 
     #[tokio::test(start_paused = true)]

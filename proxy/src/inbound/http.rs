@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{HeaderValue, Request, Response, Version};
+use http::{HeaderMap, HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -102,30 +102,15 @@ async fn forward(
     };
     let upgrade = headers::is_upgrade(req.headers()) && req.version() <= Version::HTTP_11;
 
-    // Hop-by-hop headers first (they may name ours), then every x-weft-* the caller sent, then
-    // the ones this proxy vouches for.
-    let headers = req.headers_mut();
-    if upgrade {
-        headers::sanitize_upgrade_connection(headers);
-    } else {
-        headers::strip_hop_by_hop(headers);
-    }
-    headers::strip_weft(headers, false);
-    headers.insert(
-        names::CLIENT_ID,
-        HeaderValue::from_str(caller.identity.as_deref().unwrap_or("")).unwrap_or(HeaderValue::from_static("")),
-    );
-    if let Some(d) = deadline {
-        if d <= started {
-            return Err(ProxyError::DeadlineExceeded);
-        }
-        deadline::write_for_app(headers, d, started, deadline::unix_now_ms());
-        if grpc {
-            if let Ok(v) = HeaderValue::from_str(&deadline::format_grpc_timeout(d.saturating_duration_since(started))) {
-                headers.insert(names::GRPC_TIMEOUT, v);
-            }
-        }
-    }
+    headers_for_app(
+        req.headers_mut(),
+        caller.identity.as_deref(),
+        upgrade,
+        deadline,
+        grpc,
+        started,
+        deadline::unix_now_ms(),
+    )?;
 
     let faults =
         policy.as_ref().map(|p| p.route_for(req.method(), req.uri(), req.headers()).faults).unwrap_or_default();
@@ -160,6 +145,42 @@ async fn forward(
     // Only a proxy may say x-weft-proxy-error or x-weft-overloaded.
     headers::strip_weft(&mut parts.headers, false);
     Ok(Response::from_parts(parts, incoming(body)))
+}
+
+/// The request headers the app gets: hop-by-hop headers first (they may name ours), then every
+/// x-weft-* the caller sent, then the ones this proxy vouches for (the caller's identity, the
+/// deadline). A pure function of its inputs, so that it can be fuzzed (`crate::fuzzing`).
+pub(crate) fn headers_for_app(
+    headers: &mut HeaderMap,
+    identity: Option<&str>,
+    upgrade: bool,
+    deadline: Option<Instant>,
+    grpc: bool,
+    started: Instant,
+    now_unix_ms: i64,
+) -> Result<(), ProxyError> {
+    if upgrade {
+        headers::sanitize_upgrade_connection(headers);
+    } else {
+        headers::strip_hop_by_hop(headers);
+    }
+    headers::strip_weft(headers, false);
+    headers.insert(
+        names::CLIENT_ID,
+        HeaderValue::from_str(identity.unwrap_or("")).unwrap_or(HeaderValue::from_static("")),
+    );
+    if let Some(d) = deadline {
+        if d <= started {
+            return Err(ProxyError::DeadlineExceeded);
+        }
+        deadline::write_for_app(headers, d, started, now_unix_ms);
+        if grpc {
+            if let Ok(v) = HeaderValue::from_str(&deadline::format_grpc_timeout(d.saturating_duration_since(started))) {
+                headers.insert(names::GRPC_TIMEOUT, v);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Injected faults (for testing resilience): a delay, then possibly an abort.

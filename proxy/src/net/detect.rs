@@ -32,7 +32,9 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
     if buf[..n] == H2_PREFACE[..n] {
         return if n == H2_PREFACE.len() { Some(Detected::Http2) } else { None };
     }
-    // HTTP/1: a method token of uppercase letters then a space.
+    // HTTP/1: a method token of up to 16 uppercase letters then a space. Sixteen letters alone
+    // are not yet a verdict: the 17th byte decides, so that how the bytes were split into reads
+    // never changes the answer (caught by the `detect` fuzz check).
     for (i, b) in buf.iter().enumerate() {
         match b {
             b'A'..=b'Z' if i < 16 => continue,
@@ -40,11 +42,7 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
             _ => return Some(Detected::Opaque),
         }
     }
-    if buf.len() >= 16 {
-        Some(Detected::Opaque)
-    } else {
-        None
-    }
+    None
 }
 
 /// What detection concluded.
@@ -207,6 +205,15 @@ mod tests {
         assert_eq!(classify(b"\x16\x03\x01\x02"), Some(Detected::Opaque), "a TLS ClientHello");
         assert_eq!(classify(b"get / "), Some(Detected::Opaque));
         assert_eq!(classify(b"ABCDEFGHIJKLMNOPQ"), Some(Detected::Opaque));
+    }
+
+    #[test]
+    fn the_verdict_does_not_depend_on_how_the_bytes_arrive() {
+        // Sixteen letters then a space: HTTP/1 whether the space came in the same read or later.
+        let line = b"ABCDEFGHIJKLMNOP / HTTP/1.1\r\n";
+        assert_eq!(classify(&line[..16]), None);
+        assert_eq!(classify(&line[..17]), Some(Detected::Http1));
+        assert_eq!(classify(line), Some(Detected::Http1));
     }
 
     const SHORT: Option<Duration> = Some(Duration::from_millis(300));
