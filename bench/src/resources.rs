@@ -186,15 +186,20 @@ mod tests {
     fn meter_sees_our_own_cpu_and_memory() {
         let me = std::process::id();
         let m = Meter::start(&[me]).unwrap();
-        let t = Instant::now();
+        // Burn 300 ms of CPU time, not of wall time: on a loaded machine the wall clock says little.
+        let own_cpu = || cpu_ticks(me).unwrap() as f64 / clock_ticks() as f64;
+        let burn_from = own_cpu();
         let mut x = 0u64;
-        while t.elapsed() < Duration::from_millis(300) {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        while own_cpu() - burn_from < 0.3 {
+            for _ in 0..100_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
         }
         std::hint::black_box(x);
         let u = m.stop().unwrap()[&me].clone();
-        assert!(u.cpu_seconds >= 0.1, "{u:?}");
+        assert!(u.cpu_seconds >= 0.2, "{u:?}");
         assert!(u.vm_rss_steady_kb > 0 && u.vm_rss_peak_kb >= u.vm_rss_steady_kb && u.rss_anon_steady_kb > 0, "{u:?}");
-        assert!(u.vcpu() > 0.2 && u.vcpu() < 2.5, "{}", u.vcpu());
+        // At most the whole machine; at least something (how much depends on the machine's load).
+        assert!(u.vcpu() > 0.0 && u.vcpu() <= 2.5, "{}", u.vcpu());
     }
 }
