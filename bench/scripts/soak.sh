@@ -45,13 +45,13 @@ sample() { # sample PHASE
   printf '%s,%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' "$1" $(($(date +%s) - START)) \
     "$(rss "$CP")" "$(rss "$SP")" "$(rss "$CTL")" "$(fds "$CP")" "$(fds "$SP")" "$(fds "$CTL")" \
     "$(cpu "$CP")" "$(cpu "$SP")" "$(cpu "$CTL")" \
-    "$(metric 14192 weft_identity_cert_expiry_timestamp_seconds)" "$(metric 14192 weft_config_updates_total)" >> samples.csv
+    "$(metric "$CLIENT_ADMIN" weft_identity_cert_expiry_timestamp_seconds)" "$(metric "$CLIENT_ADMIN" weft_config_updates_total)" >> samples.csv
 }
 echo "phase,t_s,client_rss_kib,server_rss_kib,controller_rss_kib,client_fds,server_fds,controller_fds,client_cpu_s,server_cpu_s,controller_cpu_s,client_cert_expiry,client_config_updates" > samples.csv
 sleep 5
 sample idle
 
-"$BIN/weft" bench load --target 127.0.0.1:14140 --authority bench-server --rate "$RATE" --connections "$CONNS" \
+"$BIN/weft" bench load --target "127.0.0.1:$UPSTREAM" --authority bench-server --rate "$RATE" --connections "$CONNS" \
   --warmup-ms 0 --duration-ms $((MINUTES * 60 * 1000)) --payload 1024 --threads 1 > load.out 2> load.err & LP=$!
 pids+=($LP)
 edits=0
