@@ -2,6 +2,7 @@
 //! every corpus input through the same code. Not an API: hidden from docs. Each check panics
 //! when an invariant breaks and returns quietly otherwise.
 
+pub mod corpus;
 pub mod csr;
 pub mod der;
 pub mod identity;

@@ -3,21 +3,7 @@
 
 use std::path::PathBuf;
 
-/// Runs `check` on every file of the target's corpus; the folder must exist and hold inputs.
-pub fn replay(target: &str, check: fn(&[u8])) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("a corpus entry").path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "{} holds no inputs", dir.display());
-    for f in files {
-        let data = std::fs::read(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        eprintln!("replaying {}", f.display());
-        check(&data);
-    }
-}
+use super::corpus::replay;
 
 #[test]
 fn der_corpus() {

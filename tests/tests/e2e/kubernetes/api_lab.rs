@@ -262,6 +262,15 @@ impl ApiLab {
         }
     }
 
+    /// Steady `weft load` from pod namespace `ns` to `url` for `secs` (its log: `load.log`).
+    pub fn load(&self, ns: &str, url: &str, rps: u32, secs: u64) -> Proc {
+        let weft = bin("weft").display().to_string();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, &weft, "load", "--url", url, "--rps", &rps.to_string(), "--duration"])
+            .arg(secs.to_string());
+        Proc::spawn("weft load", cmd, self.lab.dir.path().join("load.log"))
+    }
+
     pub fn metrics(&self, ns: &str) -> String {
         self.lab.curl(ns, "http://127.0.0.1:4191/metrics").map(|(_, b)| b).unwrap_or_default()
     }
@@ -271,4 +280,13 @@ fn rand_suffix() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `sent=N ok=N failed=N` from the last line `weft load` printed.
+pub fn load_totals(log: &str) -> (u64, u64, u64) {
+    let line = log.lines().rev().find(|l| l.contains("sent=")).unwrap_or_default();
+    let field = |k: &str| {
+        line.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    };
+    (field("sent="), field("ok="), field("failed="))
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 use weft_tests::harness::{eventually, metric, Proc};
 use weft_tests::kube_api;
 
-use super::api_lab::{ApiLab, NS};
+use super::api_lab::{load_totals, ApiLab, NS};
 
 const MESH: &str = "trust_domain: weft.local\nservices:\n  shop/bar: {protocol: http}\n  \
                     shop/bar-primary: {protocol: http}\n  shop/bar-canary: {protocol: http}\n  shop/foo: {protocol: http}\n";
@@ -76,29 +76,12 @@ impl Canary {
 
     /// Steady load from foo to bar for `secs`.
     fn load(&self, rps: u32, secs: u64) -> Proc {
-        let weft = weft_tests::harness::bin("weft").display().to_string();
-        let mut cmd = std::process::Command::new("ip");
-        cmd.args(["netns", "exec", &self.foo, &weft, "load", "--url", &format!("http://{BAR_VIP}/")]).args([
-            "--rps",
-            &rps.to_string(),
-            "--duration",
-            &secs.to_string(),
-        ]);
-        Proc::spawn("weft load", cmd, self.c.lab.dir.path().join("load.log"))
+        self.c.load(&self.foo, &format!("http://{BAR_VIP}/"), rps, secs)
     }
 
     fn state(&self) -> serde_json::Value {
         self.c.replica_state(&self.c.replicas[0])
     }
-}
-
-/// `sent=N ok=N failed=N` from the last line `weft load` printed.
-fn load_totals(log: &str) -> (u64, u64, u64) {
-    let line = log.lines().rev().find(|l| l.contains("sent=")).unwrap_or_default();
-    let field = |k: &str| {
-        line.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-    };
-    (field("sent="), field("ok="), field("failed="))
 }
 
 #[test]

@@ -9,21 +9,12 @@ use std::time::{Duration, Instant};
 use weft_tests::harness::metric;
 use weft_tests::kube_api;
 
-use super::api_lab::{ApiLab, NS};
+use super::api_lab::{load_totals, ApiLab, NS};
 
 const MESH: &str = "trust_domain: weft.local\nservices:\n  shop/bar:\n    protocol: http\n    mtls: strict\n    \
                     allow: [foo]\n  shop/foo: {protocol: http}\n";
 const RPS: u32 = 100;
 const LOAD_SECS: u64 = 24;
-
-/// `sent=N ok=N failed=N` from the last line `weft load` printed.
-fn load_totals(log: &str) -> (u64, u64, u64) {
-    let line = log.lines().rev().find(|l| l.contains("sent=")).unwrap_or_default();
-    let field = |k: &str| {
-        line.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-    };
-    (field("sent="), field("ok="), field("failed="))
-}
 
 #[test]
 fn test_api_server_two_replicas_a_killed_one_costs_no_request_and_later_changes_arrive() {
@@ -46,19 +37,7 @@ fn test_api_server_two_replicas_a_killed_one_costs_no_request_and_later_changes_
     c.wait_endpoints(&foo, "shop/bar", &["bar-1", "bar-2"], Duration::from_secs(10));
 
     // Steady load from foo's app to bar's ClusterIP.
-    let weft = weft_tests::harness::bin("weft").display().to_string();
-    let load_cmd = [weft.as_str(), "load", "--url", "http://10.96.0.10/", "--rps", &RPS.to_string(), "--duration"];
-    let mut args: Vec<String> = load_cmd.iter().map(|s| s.to_string()).collect();
-    args.push(LOAD_SECS.to_string());
-    let mut load = weft_tests::harness::Proc::spawn(
-        "weft load",
-        {
-            let mut cmd = std::process::Command::new("ip");
-            cmd.args(["netns", "exec", &foo]).args(&args);
-            cmd
-        },
-        c.lab.dir.path().join("load.log"),
-    );
+    let mut load = c.load(&foo, "http://10.96.0.10/", RPS, LOAD_SECS);
     std::thread::sleep(Duration::from_secs(3));
 
     // Kill the replica foo's proxy is connected to (as a crash: SIGKILL). Its address stays in
