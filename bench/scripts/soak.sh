@@ -6,6 +6,10 @@
 # waits for the pair to go idle and records once more. Writes samples.csv, summary.json and
 # soak.svg (memory and descriptors over time) to OUT_DIR.
 #
+# With WEFT_SOAK_CHECK=1 (CI's short run) it then fails unless: no request failed, each proxy's
+# RSS after warm-up stayed within 5 % (+2 MiB), and after the load its descriptors are back within
+# 16 of idle and its RSS within 8 MiB of idle.
+#
 # usage: bench/scripts/soak.sh [BIN_DIR] [MINUTES] [CONNECTIONS] [RATE] [OUT_DIR]
 #   defaults: target/x86_64-unknown-linux-gnu/release, 60 minutes, 10000 connections, 2000 requests/s,
 #   /tmp/weft-soak. Each of the load generator and the client proxy holds CONNECTIONS descriptors:
@@ -129,5 +133,26 @@ svg += panel(0, f"Resident memory, {conns} connections at {rate:.0f} rps", ["cli
 svg += panel(H, "Open descriptors", ["client_fds", "server_fds"], 1, "")
 svg.append("</svg>")
 open("soak.svg", "w").write("\n".join(svg))
+
+import os
+if os.environ.get("WEFT_SOAK_CHECK") == "1":
+    problems = []
+    if not result:
+        problems.append("the load generator printed no result")
+    elif result.get("errors"):
+        problems.append(f"{result['errors']} failed requests: {result.get('errors_by_kind')}")
+    for side in ("client", "server"):
+        s = summary[side]
+        lo, hi = s["warm_rss_kib_min"], s["warm_rss_kib_max"]
+        if hi > lo * 1.05 + 2048:
+            problems.append(f"{side} RSS grew under steady load: {lo} -> {hi} KiB")
+        if s["after_fds"] > s["idle_fds"] + 16:
+            problems.append(f"{side} descriptors not back: {s['idle_fds']} idle, {s['after_fds']} after")
+        if s["after_rss_kib"] > s["idle_rss_kib"] + 8192:
+            problems.append(f"{side} RSS not back: {s['idle_rss_kib']} KiB idle, {s['after_rss_kib']} KiB after")
+    if problems:
+        print("soak check FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
+        sys.exit(1)
+    print("soak check passed", file=sys.stderr)
 PY
 echo "samples: $OUT/samples.csv, chart: $OUT/soak.svg"

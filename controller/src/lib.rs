@@ -158,6 +158,13 @@ pub async fn run(
         }
     });
     tasks.spawn({
+        let state = state.clone();
+        async move {
+            state.publish_loop().await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
         let (ca, identity, ttl) = (ca.clone(), identity.clone(), cfg.cert_ttl);
         async move {
             loop {

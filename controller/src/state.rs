@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::{Duration, Instant};
 use weft_certs::revocation::RevocationList;
 use weft_certs::{CertificateAuthority, SpiffeId};
@@ -46,9 +46,15 @@ pub struct Settings {
     pub max_instances: usize,
 }
 
+/// After a publish, changes wait this long and then go out together: a connect storm of N proxies
+/// is then a few dozen rebuilds, not 2N (each O(N + M)), and each publish wakes every session.
+const PUBLISH_COALESCE: Duration = Duration::from_millis(20);
+
 pub struct MeshState {
     inner: Mutex<Inner>,
     snapshots: watch::Sender<Arc<Snapshot>>,
+    /// Something a snapshot derives from changed: `publish_loop` rebuilds.
+    changed: Notify,
     pub started: Instant,
     pub settings: Settings,
     pub metrics: ControllerMetrics,
@@ -62,7 +68,6 @@ struct Inner {
     config_version: u64,
     registry: Registry,
     sessions: BTreeMap<u64, SessionInfo>,
-    snapshot_version: u64,
     /// Kubernetes mode, once synced: services and endpoints from the API (registrations then
     /// only authorise streams).
     cluster: Option<Arc<ClusterView>>,
@@ -84,12 +89,12 @@ impl MeshState {
                 config_version: 1,
                 registry: Registry::default(),
                 sessions: BTreeMap::new(),
-                snapshot_version: 0,
                 cluster: None,
                 rejected_total: 0,
                 rejected: None,
             }),
             snapshots,
+            changed: Notify::new(),
             started: Instant::now(),
             settings,
             metrics,
@@ -98,7 +103,7 @@ impl MeshState {
             next_session: AtomicU64::new(1),
         });
         state.metrics.config_version.with(&[]).set(1);
-        state.republish(&mut state.lock());
+        state.publish();
         state
     }
 
@@ -106,16 +111,38 @@ impl MeshState {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn republish(&self, inner: &mut Inner) {
-        inner.snapshot_version += 1;
+    /// A snapshot input changed: the publish loop rebuilds (the caller holds the state lock;
+    /// the rebuild does not).
+    fn republish(&self, _inner: &mut Inner) {
+        self.changed.notify_one();
+    }
+
+    /// Rebuilds the snapshot from the inputs in force and publishes it. The inputs are copied
+    /// under the state lock, the build runs outside it (ACKs and registrations never wait for a
+    /// build), and every resource whose content did not change keeps its `Arc` and version.
+    fn publish(&self) {
+        let (mesh, workloads, cluster) = {
+            let inner = self.lock();
+            (inner.mesh.clone(), inner.registry.iter().cloned().collect::<Vec<_>>(), inner.cluster.clone())
+        };
+        let previous = self.snapshots.borrow().clone();
         let snap =
-            Snapshot::build_with(inner.snapshot_version, &inner.mesh, inner.registry.iter(), inner.cluster.as_deref());
+            Snapshot::build_reusing(previous.version + 1, &mesh, workloads.iter(), cluster.as_deref(), Some(&previous));
         // Each policy finding is logged once, when it first appears (and counted in the state).
-        let before = self.snapshots.borrow().findings.clone();
-        for f in snap.findings.iter().filter(|f| !before.contains(f)) {
+        for f in snap.findings.iter().filter(|f| !previous.findings.contains(f)) {
             tracing::warn!(service = %f.service, source = %f.source, kind = ?f.kind, "policy: {}", f.message);
         }
         self.snapshots.send_replace(Arc::new(snap));
+    }
+
+    /// Publishes a new snapshot after each change, at most one per `PUBLISH_COALESCE`; runs for
+    /// the life of the controller.
+    pub async fn publish_loop(self: Arc<Self>) {
+        loop {
+            self.changed.notified().await;
+            self.publish();
+            tokio::time::sleep(PUBLISH_COALESCE).await;
+        }
     }
 
     pub fn trust_domain(&self) -> String {
@@ -379,4 +406,77 @@ impl MeshState {
 
 pub fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> Arc<MeshState> {
+        let dir = std::env::temp_dir().join(format!("weft-state-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = CertificateAuthority::init(&dir, "weft.local").unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let mesh = MeshConfig::parse("trust_domain: weft.local\nservices: {}\n").unwrap();
+        let settings = Settings {
+            cert_ttl: Duration::from_secs(3600),
+            endpoint_grace: Duration::from_secs(10),
+            restart_holddown: Duration::ZERO,
+            max_instances: 10,
+        };
+        MeshState::new(mesh, Arc::new(ca), settings, ControllerMetrics::new())
+    }
+
+    fn registration(i: u32) -> Registration {
+        let name = format!("svc{i}");
+        let workload = pb::Workload {
+            service: name.clone(),
+            namespace: "default".into(),
+            instance: "a".into(),
+            inbound_address: format!("127.0.1.{}:4143", i + 1),
+            ..Default::default()
+        };
+        Registration {
+            identity: SpiffeId::new("weft.local", "default", &name).unwrap(),
+            service: format!("default/{name}"),
+            inbound: workload.inbound_address.parse().unwrap(),
+            workload,
+        }
+    }
+
+    /// A connect storm is a handful of rebuilds, each with everything that arrived meanwhile;
+    /// a lone change after a quiet spell goes out at once.
+    #[tokio::test(start_paused = true)]
+    async fn changes_that_arrive_together_are_published_together() {
+        let state = state();
+        tokio::spawn(state.clone().publish_loop());
+        let mut snaps = state.snapshots();
+        let services = |s: &Snapshot| s.resources(weft_proto::types::SERVICE).map_or(0, |m| m.len());
+        let first = snaps.borrow_and_update().version;
+
+        for i in 0..50 {
+            state.connect(u64::from(i), registration(i), "peer".into(), 0, None, false).unwrap();
+        }
+        snaps.changed().await.unwrap();
+        let snap = snaps.borrow_and_update().clone();
+        assert_eq!((snap.version, services(&snap)), (first + 1, 50), "one publish for the burst");
+
+        // Within the coalescing window: held back, then published with everything since.
+        for i in 50..60 {
+            state.connect(u64::from(i), registration(i), "peer".into(), 0, None, false).unwrap();
+        }
+        tokio::time::sleep(PUBLISH_COALESCE / 2).await;
+        assert!(!snaps.has_changed().unwrap());
+        snaps.changed().await.unwrap();
+        let snap = snaps.borrow_and_update().clone();
+        assert_eq!((snap.version, services(&snap)), (first + 2, 60));
+
+        // A change after a quiet spell is published without waiting.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let quiet = Instant::now();
+        state.connect(60, registration(60), "peer".into(), 0, None, false).unwrap();
+        snaps.changed().await.unwrap();
+        assert_eq!(Instant::now(), quiet, "no timer between a lone change and its publish");
+        assert_eq!(services(&snaps.borrow_and_update()), 61);
+    }
 }

@@ -169,6 +169,15 @@ pub fn run(cfg: ProxyConfig, log: LogLevel) -> anyhow::Result<()> {
         tokio::spawn(crate::admin::serve(admin, ctx.clone(), log, shutdown_tx));
         tokio::spawn(ctx.metrics.registry.clone().upkeep_loop());
         tokio::spawn(crate::net::memory::trim_loop());
+        tokio::spawn({
+            let (ctx, every) = (ctx.clone(), ctx.cfg.pool_idle_timeout.max(std::time::Duration::from_secs(1)));
+            async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    ctx.plain.sweep();
+                }
+            }
+        });
         let (expiry_tx, expiry_rx) = watch::channel(0i64);
         tokio::spawn(crate::control::identity::run(ctx.clone(), expiry_tx, fatal_tx));
         tokio::spawn(crate::control::discovery::run(ctx.clone(), subscribe_rx, expiry_rx));

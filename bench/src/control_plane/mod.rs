@@ -8,6 +8,7 @@ pub mod controller;
 pub mod layout;
 pub mod limits;
 pub mod probe;
+pub mod real_proxy;
 pub mod report;
 pub mod scenario;
 pub mod sim;
@@ -42,6 +43,10 @@ pub struct ControlPlaneArgs {
     /// The weft-controller binary (default: beside this executable, else on PATH).
     #[arg(long)]
     pub controller: Option<PathBuf>,
+    /// The weft-proxy binary of the one real proxy in the mesh (default: beside this executable,
+    /// else on PATH).
+    #[arg(long)]
+    pub proxy: Option<PathBuf>,
     /// Keep the working directory (CA, mesh files, controller logs).
     #[arg(long)]
     pub keep_work_dir: bool,
@@ -97,6 +102,10 @@ pub fn main(a: ControlPlaneArgs) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => crate::procs::find_binary("weft-controller")?,
     };
+    let proxy_bin = match &a.proxy {
+        Some(p) => p.clone(),
+        None => crate::procs::find_binary("weft-proxy")?,
+    };
     crate::procs::install_interrupt_cleanup();
     weft_certs::tls::install_provider();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
@@ -116,7 +125,7 @@ pub fn main(a: ControlPlaneArgs) -> anyhow::Result<()> {
         };
         eprintln!("weft bench control-plane: {} proxies, {} services", spec.proxies, spec.services);
         let dir = work.join(format!("n{n}"));
-        let result = rt.block_on(scenario::run(&spec, &dir, &controller_bin));
+        let result = rt.block_on(scenario::run(&spec, &dir, &controller_bin, &proxy_bin));
         let result = result.with_context(|| format!("the run with {n} proxies (logs in {})", dir.display()))?;
         sizes.push(result);
     }
@@ -141,6 +150,9 @@ pub fn main(a: ControlPlaneArgs) -> anyhow::Result<()> {
              controller polls the file every 500 ms and waits 150 ms for it to settle), an instance of it \
              registering (from its connect) and leaving (from its draining notice). Half the proxies call the \
              hot service; the others must receive nothing."
+                .into(),
+            "One real weft-proxy (explicit mode, one worker) joins after the initial sync and calls three \
+             services, the hot one among them; its VmRSS is read 2 s after it is ready and again after the churn."
                 .into(),
             "Restart: the controller is killed and started again; timed from the kill. Bytes are protobuf \
              payloads as received."

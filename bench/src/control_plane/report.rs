@@ -56,9 +56,9 @@ pub fn markdown(doc: &Document) -> String {
     let _ = writeln!(s, "## Control plane: one controller, N simulated proxies, M = N/2 services\n");
     let _ = writeln!(
         s,
-        "| proxies / services | initial sync, all complete | change p50 / p99 / max | policy edit p99 | endpoint join p99 | endpoint leave p99 | bytes per change (edit / join / leave) | unexpected recipients | controller peak RSS | controller CPU (whole run) | vCPU peak 1 s, churn / restart | restart: all reconnected and complete | lost endpoints |"
+        "| proxies / services | initial sync, all complete | change p50 / p99 / max | policy edit p99 | endpoint join p99 | endpoint leave p99 | bytes per change (edit / join / leave) | unexpected recipients | controller peak RSS | controller CPU (whole run) | vCPU peak 1 s, churn / restart | restart: all reconnected and complete | lost endpoints | one real proxy's RSS, ready / after churn |"
     );
-    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in &doc.sizes {
         let change = |k: &str| r.changes.iter().find(|c| c.kind == k);
         let p99 = |k: &str| change(k).map(|c| ms(c.convergence_ms.p99)).unwrap_or_default();
@@ -72,7 +72,7 @@ pub fn markdown(doc: &Document) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} / {} | {} | {} / {} / {} | {} | {} | {} | {} / {} / {} | {} | {} | {:.1} s | {:.2} / {:.2} | {} | {} |",
+            "| {} / {} | {} | {} / {} / {} | {} | {} | {} | {} / {} / {} | {} | {} | {:.1} s | {:.2} / {:.2} | {} | {} | {} / {} |",
             r.proxies,
             r.services,
             done(&r.initial_sync.complete_ms, r.initial_sync.settled_ms),
@@ -92,6 +92,8 @@ pub fn markdown(doc: &Document) -> String {
             r.controller_phases.restart.vcpu_peak_1s,
             done(&r.restart.reconnect.complete_ms, r.restart.reconnect.settled_ms),
             r.restart.lost_endpoints,
+            mb(r.real_proxy_rss_bytes.ready),
+            mb(r.real_proxy_rss_bytes.after_churn),
         );
     }
     let _ = writeln!(s);

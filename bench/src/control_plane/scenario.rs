@@ -19,6 +19,7 @@ use weft_certs::SpiffeId;
 use super::controller::{ControllerSpec, PhaseCost};
 use super::layout::{Layout, HOT};
 use super::probe::{CurrentProbe, Expect, Probe};
+use super::real_proxy::RealProxy;
 use super::sim::{self, Command, Shared};
 use super::stats::{round, Latency};
 use crate::pki::{BenchPki, TRUST_DOMAIN};
@@ -121,6 +122,9 @@ pub struct SizeResult {
     /// Every change pooled (policy edits, endpoints registering and leaving).
     pub convergence_ms: Latency,
     pub restart: RestartResult,
+    /// One real `weft-proxy` calling three services (one of them the hot one): its VmRSS once
+    /// ready and settled, and after the churn. It must not grow with the mesh.
+    pub real_proxy_rss_bytes: RealProxyRss,
     /// The larger VmHWM of the two controller processes.
     pub controller_peak_rss_bytes: u64,
     /// Both controller processes, their whole lives.
@@ -130,6 +134,12 @@ pub struct SizeResult {
     pub nacks: u64,
     /// Every proxy converged in every phase, nobody lost an endpoint, nobody got what it did not need.
     pub complete: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RealProxyRss {
+    pub ready: u64,
+    pub after_churn: u64,
 }
 
 /// Waits until every proxy that must see the probe's change has, or `timeout`; then listens
@@ -209,7 +219,7 @@ fn spawn(i: usize, shared: &Arc<Shared>, identity: &Arc<IdentityStore>) -> Runni
 }
 
 /// Runs one size with its own CA, mesh file and controller under `dir`.
-pub async fn run(spec: &SizeSpec, dir: &Path, controller_bin: &Path) -> anyhow::Result<SizeResult> {
+pub async fn run(spec: &SizeSpec, dir: &Path, controller_bin: &Path, proxy_bin: &Path) -> anyhow::Result<SizeResult> {
     let layout = Layout::new(spec.proxies, spec.services)?;
     std::fs::create_dir_all(dir)?;
     let pki = BenchPki::create(dir)?;
@@ -267,6 +277,13 @@ pub async fn run(spec: &SizeSpec, dir: &Path, controller_bin: &Path) -> anyhow::
         initial_sync.complete_ms.count, n, initial_sync.complete_ms.max
     );
 
+    // One real proxy joins the synced mesh.
+    let upstreams = [HOT, HOT + 1, HOT + 2].map(Layout::service_key);
+    let real = RealProxy::start(proxy_bin, &pki, ctl_spec.grpc, &upstreams, dir).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let real_ready_rss = real.rss_bytes();
+    eprintln!("  one real weft-proxy: ready, VmRSS {:.1} MB", real_ready_rss as f64 / 1e6);
+
     // Churn.
     let mark = ctl.sampler.mark();
     let hot = Layout::service_key(HOT);
@@ -314,6 +331,7 @@ pub async fn run(spec: &SizeSpec, dir: &Path, controller_bin: &Path) -> anyhow::
     }
     shared.probe.set(None);
     let churn_cost = ctl.sampler.cost_since(&mark);
+    let real_proxy_rss_bytes = RealProxyRss { ready: real_ready_rss, after_churn: real.rss_bytes() };
     let kinds = ["policy_edit", "endpoint_join", "endpoint_leave"];
     let musts = [policy_must.len(), subscribers.len(), subscribers.len()];
     let changes: Vec<ChangeResult> = samples
@@ -370,6 +388,7 @@ pub async fn run(spec: &SizeSpec, dir: &Path, controller_bin: &Path) -> anyhow::
     let controller_peak_rss_bytes = first_hwm.max(ctl.sampler.hwm_bytes());
     let controller_cpu_seconds = round(first_cpu + ctl.sampler.total_cpu_seconds());
     drop(running);
+    drop(real);
     drop(ctl);
 
     let restart = RestartResult {
@@ -406,6 +425,7 @@ pub async fn run(spec: &SizeSpec, dir: &Path, controller_bin: &Path) -> anyhow::
         changes,
         convergence_ms,
         restart,
+        real_proxy_rss_bytes,
         controller_peak_rss_bytes,
         controller_cpu_seconds,
         controller_phases: Phases {

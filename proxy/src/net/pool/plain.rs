@@ -75,18 +75,32 @@ impl PlainClient {
         Ok(tcp)
     }
 
+    /// Closed, or idle past the timeout (the app may be closing it right now): never reused.
+    fn spent(&self, c: &Idle, now: Instant) -> bool {
+        c.sender.is_closed() || c.sender.is_ready() && now.duration_since(c.since) >= self.idle_timeout
+    }
+
     /// A ready pooled connection (the most recently used), dropping closed and stale ones; busy
     /// ones stay for later.
     fn checkout(&self, addr: SocketAddr) -> Option<http1::SendRequest<Body>> {
         let mut pool = self.h1.lock().unwrap_or_else(|e| e.into_inner());
         let idle = pool.get_mut(&addr)?;
         let now = Instant::now();
-        // An idle one past the timeout: the app may be closing it right now.
-        idle.retain(|c| {
-            !(c.sender.is_closed() || c.sender.is_ready() && now.duration_since(c.since) >= self.idle_timeout)
-        });
+        idle.retain(|c| !self.spent(c, now));
         let pos = idle.iter().rposition(|c| c.sender.is_ready())?;
         Some(idle.remove(pos).sender)
+    }
+
+    /// Closes every connection idle past the timeout (dropping its sender ends it), so that once
+    /// traffic stops the proxy holds none of the app's sockets; a checkout alone would only drop
+    /// them when traffic comes back.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut pool = self.h1.lock().unwrap_or_else(|e| e.into_inner());
+        pool.retain(|_, idle| {
+            idle.retain(|c| !self.spent(c, now));
+            !idle.is_empty()
+        });
     }
 
     fn checkin(&self, addr: SocketAddr, sender: http1::SendRequest<Body>) {
@@ -185,5 +199,55 @@ impl PlainClient {
             }
         }
         Err(PlainError::Connect(format!("{addr}: no usable connection")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An app that answers one request and reports when the proxy closes the connection.
+    async fn app() -> (SocketAddr, tokio::sync::oneshot::Receiver<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closed_tx, closed) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request never came");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+            // Keep-alive: the connection stays until the proxy closes it.
+            while conn.read(&mut buf).await.unwrap_or(0) > 0 {}
+            let _ = closed_tx.send(());
+        });
+        (addr, closed)
+    }
+
+    #[tokio::test]
+    async fn a_sweep_closes_connections_idle_past_the_timeout_and_keeps_fresh_ones() {
+        let idle_timeout = Duration::from_millis(300);
+        let client = PlainClient::new(Duration::from_secs(5), idle_timeout, 8192);
+        let (addr, mut closed) = app().await;
+        let req = Request::get("http://app/").body(crate::http::empty()).unwrap();
+        let resp = client.send(addr, false, req).await.unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+
+        // Not yet past the timeout (the sweep runs at once): the connection stays pooled.
+        client.sweep();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(closed.try_recv().is_err(), "a fresh idle connection was closed");
+        assert_eq!(client.h1.lock().unwrap()[&addr].len(), 1);
+
+        tokio::time::sleep(idle_timeout).await;
+        client.sweep();
+        assert!(client.h1.lock().unwrap().is_empty(), "the address is forgotten too");
+        tokio::time::timeout(Duration::from_secs(10), closed).await.expect("the app saw the close").unwrap();
     }
 }
