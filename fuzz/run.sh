@@ -11,13 +11,16 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-60}
 shift || true
-features=${WEFT_FUZZ_FEATURES:-proxy,certs,controller}
+targets=("$@")
+# Only the crates the named targets need (all three when none is named).
+default_features=proxy,certs,controller
+[ ${#targets[@]} -eq 0 ] || default_features=""
+features=${WEFT_FUZZ_FEATURES:-$default_features}
 declare -A crate_of=(
   [detect]=proxy [preamble]=proxy [inbound_headers]=proxy [deadline]=proxy [discovery]=proxy
   [der]=certs [spiffe]=certs [token]=certs [csr]=certs
   [mesh]=controller [snapshot]=controller
 )
-targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   for t in $(printf '%s\n' "${!crate_of[@]}" | sort); do
     [[ ",$features," == *",${crate_of[$t]},"* ]] && targets+=("$t")
@@ -25,7 +28,7 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 for t in "${targets[@]}"; do
   [ -n "${crate_of[$t]:-}" ] || { echo "fuzz/run.sh: no target $t (targets: ${!crate_of[*]})" >&2; exit 2; }
-  [[ ",$features," == *",${crate_of[$t]},"* ]] || features+=",${crate_of[$t]}"
+  [[ ",$features," == *",${crate_of[$t]},"* ]] || features="${features:+$features,}${crate_of[$t]}"
 done
 
 triple=$(rustc -vV | sed -n 's/^host: //p')

@@ -46,9 +46,13 @@ pub struct Settings {
     pub max_instances: usize,
 }
 
-/// After a publish, changes wait this long and then go out together: a connect storm of N proxies
-/// is then a few dozen rebuilds, not 2N (each O(N + M)), and each publish wakes every session.
-const PUBLISH_COALESCE: Duration = Duration::from_millis(20);
+/// After a publish, changes wait a while and then go out together: a connect storm of N proxies is
+/// then a few dozen rebuilds, not 2N (each O(N + M)). Each publish also wakes every session for a
+/// diff (a few microseconds each), so the wait grows with the sessions: at 2,000 proxies 70 ms,
+/// which keeps publishing under a fifth of a core through a storm. A lone change is not delayed.
+fn coalesce_window(sessions: usize) -> Duration {
+    (Duration::from_millis(20) + Duration::from_micros(25) * sessions as u32).min(Duration::from_millis(250))
+}
 
 pub struct MeshState {
     inner: Mutex<Inner>,
@@ -135,13 +139,14 @@ impl MeshState {
         self.snapshots.send_replace(Arc::new(snap));
     }
 
-    /// Publishes a new snapshot after each change, at most one per `PUBLISH_COALESCE`; runs for
+    /// Publishes a new snapshot after each change, at most one per `coalesce_window`; runs for
     /// the life of the controller.
     pub async fn publish_loop(self: Arc<Self>) {
         loop {
             self.changed.notified().await;
             self.publish();
-            tokio::time::sleep(PUBLISH_COALESCE).await;
+            let sessions = self.lock().sessions.len();
+            tokio::time::sleep(coalesce_window(sessions)).await;
         }
     }
 
@@ -465,7 +470,7 @@ mod tests {
         for i in 50..60 {
             state.connect(u64::from(i), registration(i), "peer".into(), 0, None, false).unwrap();
         }
-        tokio::time::sleep(PUBLISH_COALESCE / 2).await;
+        tokio::time::sleep(coalesce_window(50) / 2).await;
         assert!(!snaps.has_changed().unwrap());
         snaps.changed().await.unwrap();
         let snap = snaps.borrow_and_update().clone();
@@ -478,5 +483,12 @@ mod tests {
         snaps.changed().await.unwrap();
         assert_eq!(Instant::now(), quiet, "no timer between a lone change and its publish");
         assert_eq!(services(&snaps.borrow_and_update()), 61);
+    }
+
+    #[test]
+    fn the_coalescing_window_grows_with_the_sessions_and_is_capped() {
+        assert_eq!(coalesce_window(0), Duration::from_millis(20));
+        assert_eq!(coalesce_window(2000), Duration::from_millis(70));
+        assert_eq!(coalesce_window(1_000_000), Duration::from_millis(250));
     }
 }
