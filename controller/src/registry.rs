@@ -131,19 +131,20 @@ impl Registry {
         if exclusive && existing.is_some_and(|r| r.disconnected_at.is_none() && r.session != session) {
             return Err(Refused::InstanceConnected(workload.instance.clone()));
         }
-        if existing.is_none() {
-            let instances = self.records.values().filter(|r| r.identity == identity).count();
-            if instances >= max_instances {
-                return Err(Refused::TooManyInstances { identity: identity.to_string(), max: max_instances });
-            }
+        if existing.is_none() && self.instances_of(&identity) >= max_instances {
+            return Err(Refused::TooManyInstances { identity: identity.to_string(), max: max_instances });
         }
-        let others = || self.records.iter().filter(|(k, r)| **k != key && r.identity != identity).map(|(_, r)| r);
-        if let Some(holder) = others().find(|r| r.holds(inbound.ip(), inbound.port())) {
+        // Another identity's workload holding `ip:port`. The address test comes first: it is a
+        // few integer comparisons, and a connect storm runs this over every record per connect.
+        let held_by_another = |ip: IpAddr, port: u16| {
+            self.records.iter().find(|(k, r)| r.holds(ip, port) && **k != key && r.identity != identity).map(|(_, r)| r)
+        };
+        if let Some(holder) = held_by_another(inbound.ip(), inbound.port()) {
             return Err(Refused::AddressTaken { addr: inbound, holder: holder.identity.to_string() });
         }
         let mut dropped_ports = Vec::new();
         workload.app_ports.retain(|p| {
-            let taken = u16::try_from(*p).is_ok_and(|port| others().any(|r| r.holds(inbound.ip(), port)));
+            let taken = u16::try_from(*p).is_ok_and(|port| held_by_another(inbound.ip(), port).is_some());
             if taken {
                 dropped_ports.push(*p);
             }
@@ -176,6 +177,12 @@ impl Registry {
             },
         );
         Ok(Admitted { changed, dropped_ports })
+    }
+
+    /// The registered instances of `identity`: their keys (`IDENTITY#INSTANCE`) sort together.
+    fn instances_of(&self, identity: &SpiffeId) -> usize {
+        let prefix = format!("{identity}#");
+        self.records.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).count()
     }
 
     /// Marks the workload of `session` as holding its own policy. Returns true if it changed.

@@ -72,9 +72,13 @@ mod oracle {
                 _ => uri_sans = None,
             }
         }
-        // The first OU, when it is one of the string types Weft writes and reads.
+        // The first OU, when it is one of the string types Weft writes and reads. x509-parser
+        // takes an attribute type under any tag (fuzzing found an OU typed with tag 0); DER says
+        // OBJECT IDENTIFIER (6), as Weft's reader does, so such a name is not judged.
+        let typed_as_oid = c.subject().as_raw().windows(5).any(|w| w == [0x06, 0x03, 0x55, 0x04, 0x0b]);
         let subject_ou = match c.subject().iter_organizational_unit().next() {
             None => Some(None),
+            Some(_) if !typed_as_oid => None,
             Some(a) if [Tag::Utf8String, Tag::PrintableString, Tag::Ia5String].contains(&a.attr_value().tag()) => {
                 a.as_str().ok().map(|s| Some(s.to_string()))
             }
