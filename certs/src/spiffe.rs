@@ -14,7 +14,7 @@ pub const CONTROLLER_SERVICE_ACCOUNT: &str = "weft-controller";
 pub enum SpiffeError {
     #[error("not a SPIFFE ID (expected spiffe://TD/ns/NS/sa/SA): {0:?}")]
     Malformed(String),
-    #[error("invalid trust domain {0:?}: use lowercase letters, digits, '.', '-' and '_'")]
+    #[error("invalid trust domain {0:?}: use lowercase letters, digits, '.', '-' and '_', with at least one letter or digit")]
     BadTrustDomain(String),
     #[error("invalid {what} {value:?}: use letters, digits, '.', '-' and '_'")]
     BadSegment { what: &'static str, value: String },
@@ -83,8 +83,9 @@ impl FromStr for SpiffeId {
 }
 
 pub fn validate_trust_domain(td: &str) -> Result<(), SpiffeError> {
-    let ok = !td.is_empty()
-        && td.len() <= 255
+    // At least one letter or digit: "." and ".." are path segments, not names (found by fuzzing).
+    let ok = td.len() <= 255
+        && td.bytes().any(|b| b.is_ascii_alphanumeric())
         && td.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'));
     if ok {
         Ok(())
@@ -131,6 +132,8 @@ mod tests {
             "spiffe://Weft.Local/ns/default/sa/foo",
             "spiffe://weft.local/ns/de fault/sa/foo",
             "spiffe://weft.local/ns/../sa/foo",
+            "spiffe://./ns/default/sa/foo",
+            "spiffe://../ns/default/sa/foo",
         ] {
             assert!(bad.parse::<SpiffeId>().is_err(), "{bad} should be rejected");
         }

@@ -219,9 +219,8 @@ mod tests {
         register(&mut registry, "bar", "b2", 3);
         let after = Snapshot::build_reusing(2, &mesh, registry.iter(), None, Some(&before));
 
-        let same = |t: &str, name: &str| {
-            Arc::ptr_eq(&before.resources(t).unwrap()[name], &after.resources(t).unwrap()[name])
-        };
+        let same =
+            |t: &str, name: &str| Arc::ptr_eq(&before.resources(t).unwrap()[name], &after.resources(t).unwrap()[name]);
         for s in ["default/foo", "default/bar", "default/baz"] {
             assert!(same(types::SERVICE, s), "{s}'s policy did not change");
         }

@@ -56,8 +56,12 @@ mod oracle {
 
     pub(super) fn fields(der: &[u8]) -> Option<Oracle> {
         let (_, c) = X509Certificate::from_der(der).ok()?;
-        // URI SANs, unless a SAN extension did not parse (then the readers may fairly differ).
-        let mut uri_sans = Some(Vec::new());
+        // URI SANs, unless a SAN extension did not parse (then the readers may fairly differ), or
+        // the extensions are not under DER's [3] tag: x509-parser reads them under any class
+        // (fuzzing found a private-class tag), Weft's reader does not.
+        let spki_end = c.public_key().raw.as_ptr() as usize - der.as_ptr() as usize + c.public_key().raw.len();
+        let extensions_tagged_a3 = der.get(spki_end) == Some(&0xa3);
+        let mut uri_sans = (extensions_tagged_a3 || c.extensions().is_empty()).then(Vec::new);
         for ext in c.extensions() {
             if ext.oid != OID_X509_EXT_SUBJECT_ALT_NAME {
                 continue;
