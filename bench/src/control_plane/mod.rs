@@ -47,6 +47,11 @@ pub struct ControlPlaneArgs {
     /// else on PATH).
     #[arg(long)]
     pub proxy: Option<PathBuf>,
+    /// Simulated proxies register as transparent (pod) proxies: each also holds the address
+    /// directory, which today is one resource sent whole to every transparent proxy on every
+    /// registration change. Shows that cost; use small sizes.
+    #[arg(long)]
+    pub transparent: bool,
     /// Keep the working directory (CA, mesh files, controller logs).
     #[arg(long)]
     pub keep_work_dir: bool,
@@ -122,6 +127,7 @@ pub fn main(a: ControlPlaneArgs) -> anyhow::Result<()> {
             repetitions: plan.repetitions,
             quiet: plan.quiet,
             restart_holddown: plan.holddown,
+            transparent: a.transparent,
         };
         eprintln!("weft bench control-plane: {} proxies, {} services", spec.proxies, spec.services);
         let dir = work.join(format!("n{n}"));
@@ -143,9 +149,14 @@ pub fn main(a: ControlPlaneArgs) -> anyhow::Result<()> {
         restart_holddown_ms: plan.holddown.as_millis() as u64,
         nofile_limit: nofile,
         notes: vec![
-            "Explicit mode: each proxy subscribes to the 2-3 services it calls; transparent mode's address \
-             directory (sent whole to every transparent proxy) is not exercised."
-                .into(),
+            if a.transparent {
+                "Transparent mode: each proxy subscribes to the 2-3 services it calls and also holds the address \
+                 directory, sent whole to every transparent proxy whenever a registration changes it."
+            } else {
+                "Explicit mode: each proxy subscribes to the 2-3 services it calls; transparent mode's address \
+                 directory (sent whole to every transparent proxy) is not exercised (--transparent does)."
+            }
+            .into(),
             "Changes: the hot service's timeout edited in the mesh file (timed from the file's rename; the \
              controller polls the file every 500 ms and waits 150 ms for it to settle), an instance of it \
              registering (from its connect) and leaving (from its draining notice). Half the proxies call the \

@@ -72,9 +72,10 @@ pub fn markdown(doc: &Document) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} / {} | {} | {} / {} / {} | {} | {} | {} | {} / {} / {} | {} | {} | {:.1} s | {:.2} / {:.2} | {} | {} | {} / {} |",
+            "| {} / {}{} | {} | {} / {} / {} | {} | {} | {} | {} / {} / {} | {} | {} | {:.1} s | {:.2} / {:.2} | {} | {} | {} / {} |",
             r.proxies,
             r.services,
+            if r.mode == "transparent" { " (transparent)" } else { "" },
             done(&r.initial_sync.complete_ms, r.initial_sync.settled_ms),
             ms(r.convergence_ms.p50),
             ms(r.convergence_ms.p99),

@@ -41,6 +41,8 @@ pub struct SizeSpec {
     /// pushes to proxies that should get nothing.
     pub quiet: Duration,
     pub restart_holddown: Duration,
+    /// The simulated proxies register as transparent ones (they then hold the address directory).
+    pub transparent: bool,
 }
 
 impl SizeSpec {
@@ -112,7 +114,8 @@ pub struct BytesPushed {
 pub struct SizeResult {
     pub proxies: usize,
     pub services: usize,
-    /// Explicit mode: proxies subscribe to the services they call; no address directory.
+    /// `explicit`: proxies subscribe to the services they call; `transparent`: they also hold the
+    /// address directory.
     pub mode: &'static str,
     pub subscriptions_per_proxy: f64,
     pub hot_service_subscribers: usize,
@@ -250,6 +253,7 @@ pub async fn run(spec: &SizeSpec, dir: &Path, controller_bin: &Path, proxy_bin: 
         lost_endpoints: Default::default(),
         connected: Default::default(),
         nacks: Default::default(),
+        transparent: spec.transparent,
     });
     let n = layout.proxies;
     let extra = layout.extra();
@@ -401,7 +405,8 @@ pub async fn run(spec: &SizeSpec, dir: &Path, controller_bin: &Path, proxy_bin: 
     };
     let nacks = shared.nacks.load(Ordering::Relaxed);
     let complete = initial_sync.complete_ms.complete()
-        && changes.iter().all(|c| c.convergence_ms.complete() && c.unexpected_recipients == 0)
+        // In transparent mode every proxy must receive the directory: not a leak of the change.
+        && changes.iter().all(|c| c.convergence_ms.complete() && (spec.transparent || c.unexpected_recipients == 0))
         && restart.reconnect.complete_ms.complete()
         && lost_endpoints == 0
         && nacks == 0;
@@ -409,7 +414,7 @@ pub async fn run(spec: &SizeSpec, dir: &Path, controller_bin: &Path, proxy_bin: 
     Ok(SizeResult {
         proxies: n,
         services: layout.services,
-        mode: "explicit",
+        mode: if spec.transparent { "transparent" } else { "explicit" },
         subscriptions_per_proxy: (0..n).map(|i| layout.subscriptions(i).len()).sum::<usize>() as f64 / n as f64,
         hot_service_subscribers: subscribers.len(),
         certify_seconds: round(certify_seconds),

@@ -46,6 +46,8 @@ pub struct Shared {
     pub connected: AtomicUsize,
     /// NACKs sent (must stay 0: the controller's resources all parse).
     pub nacks: AtomicU64,
+    /// Register as transparent proxies (they then receive the address directory).
+    pub transparent: bool,
 }
 
 /// What the benchmark tells a running proxy.
@@ -109,7 +111,7 @@ pub async fn certify(shared: &Shared, i: usize, token: &str) -> anyhow::Result<A
     Ok(store)
 }
 
-fn workload(i: usize, layout: &Layout) -> pb::Workload {
+fn workload(i: usize, layout: &Layout, transparent: bool) -> pb::Workload {
     pb::Workload {
         service: Layout::service_name(layout.service_of(i)),
         namespace: "default".into(),
@@ -117,7 +119,7 @@ fn workload(i: usize, layout: &Layout) -> pb::Workload {
         instance: Layout::instance(i),
         inbound_address: Layout::inbound(i).to_string(),
         app_ports: vec![8080],
-        transparent: false,
+        transparent,
         proxy_version: format!("weft-bench-sim/{}", env!("CARGO_PKG_VERSION")),
         proxy_ports: vec![4143, 4191],
         attest_address: false,
@@ -179,7 +181,7 @@ async fn session(
     let (tx, rx) = mpsc::channel::<pb::DiscoveryRequest>(64);
     let expiry = identity.current().map(|c| c.not_after_unix * 1000).unwrap_or(0);
     tx.send(pb::DiscoveryRequest {
-        workload: Some(workload(i, layout)),
+        workload: Some(workload(i, layout, shared.transparent)),
         initial_versions: view.initial_versions(),
         subscribe: layout.subscriptions(i).into_iter().map(Layout::service_key).collect(),
         cert_expires_at_unix_ms: expiry,
