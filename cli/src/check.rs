@@ -160,7 +160,12 @@ pub fn evaluate(o: &Observed) -> Vec<Line> {
             "",
         )),
     }
-    match state["policy_findings"].as_array().filter(|f| !f.is_empty()) {
+    // `combined` findings (the mesh file's allow and TrafficTargets both granted) are what the
+    // documented precedence says; they are counted, not warned about.
+    let all = state["policy_findings"].as_array().cloned().unwrap_or_default();
+    let notes = all.iter().filter(|x| x["kind"] == "combined").count();
+    let issues: Vec<Value> = all.into_iter().filter(|x| x["kind"] != "combined").collect();
+    match Some(issues).filter(|f| !f.is_empty()) {
         Some(f) => {
             let invalid = f.iter().filter(|x| x["kind"] == "invalid").count();
             let first = f
@@ -176,6 +181,12 @@ pub fn evaluate(o: &Observed) -> Vec<Line> {
                 "see policy_findings in /api/v1/state (weft status --json)",
             ));
         }
+        None if notes > 0 => out.push(line(
+            Verdict::Ok,
+            "traffic policy",
+            format!("no conflicts, nothing left out ({notes} allow lists combined with TrafficTargets)"),
+            "",
+        )),
         None => out.push(line(Verdict::Ok, "traffic policy", "no conflicts, nothing left out", "")),
     }
     let proxies = state["proxies"].as_array().cloned().unwrap_or_default();
@@ -417,5 +428,8 @@ mod tests {
         o.state.as_mut().unwrap()["policy_findings"] =
             json!([{"kind": "invalid", "source": "TrafficSplit shop/bar", "message": "there is no Service shop/bar"}]);
         assert!(verdicts(&o).contains(&("traffic policy", Verdict::Fail)));
+        o.state.as_mut().unwrap()["policy_findings"] =
+            json!([{"kind": "combined", "source": "mesh file", "message": "both granted"}]);
+        assert!(verdicts(&o).contains(&("traffic policy", Verdict::Ok)), "a combined allow list is no conflict");
     }
 }
