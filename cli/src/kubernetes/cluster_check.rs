@@ -296,6 +296,21 @@ mod tests {
     }
 
     #[test]
+    fn the_smi_kinds_looked_for_are_the_versions_weft_install_ships() {
+        let crds = weft_inject::install::crds::smi_crds();
+        for k in KINDS.iter().filter(|k| k.group.ends_with("smi-spec.io")) {
+            let crd = crds.iter().find(|c| c["spec"]["group"] == k.group).expect(k.group);
+            assert_eq!(crd["spec"]["names"]["plural"], k.plural);
+            let mut shipped: Vec<&str> =
+                crd["spec"]["versions"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+            let mut looked_for = k.versions.to_vec();
+            shipped.sort();
+            looked_for.sort();
+            assert_eq!(shipped, looked_for, "{}", k.kind);
+        }
+    }
+
+    #[test]
     fn a_healthy_install_passes_every_check() {
         let lines = evaluate(&healthy());
         assert_eq!(lines.len(), 6);

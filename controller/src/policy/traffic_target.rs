@@ -224,6 +224,26 @@ mod tests {
         TrafficTargetRecord::from_json(&json!({"metadata": {"namespace": "shop", "name": "t"}, "spec": spec})).unwrap()
     }
 
+    /// The controller looks for exactly the versions `weft install` ships, for all three SMI kinds.
+    #[test]
+    fn the_versions_read_are_the_versions_shipped() {
+        let crds = weft_inject::install::crds::smi_crds();
+        let read = [
+            (super::super::traffic_split::GROUP, &super::super::traffic_split::VERSIONS[..]),
+            (GROUP, &VERSIONS[..]),
+            (ROUTE_GROUP_GROUP, &ROUTE_GROUP_VERSIONS[..]),
+        ];
+        for (group, versions) in read {
+            let crd = crds.iter().find(|c| c["spec"]["group"] == group).expect(group);
+            let mut shipped: Vec<&str> =
+                crd["spec"]["versions"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+            let mut read = versions.to_vec();
+            shipped.sort();
+            read.sort();
+            assert_eq!(shipped, read, "{group}");
+        }
+    }
+
     #[test]
     fn reads_what_osm_writes() {
         let t = target(json!({

@@ -108,6 +108,7 @@ fn test_api_server_weft_check_with_a_kubeconfig_passes_a_healthy_install_and_war
             &c.lab.switch,
             &[&weft_bin, "check", "--kubeconfig", &kubeconfig, "--controller-admin", "http://127.0.0.1:7371"],
         );
+        // (Through `ip netns exec`, which passes the environment: --kubeconfig wins over it.)
         (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let has = |out: &str, tag: &str, check: &str| out.lines().any(|l| l.starts_with(tag) && l.contains(check));
