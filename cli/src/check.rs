@@ -289,11 +289,12 @@ async fn cluster(kubeconfig: &str, anchor_given: bool) -> (Vec<Line>, Option<Res
             return (vec![line(Verdict::Fail, "kubeconfig", e, hint)], None);
         }
     };
-    let lines = cluster_check::evaluate(&cluster_check::observe(&client).await);
+    let pem = cluster_check::trust_anchor(&client).await;
+    let lines = cluster_check::evaluate(&cluster_check::observe(&client, pem.as_deref().ok()).await);
     let anchor = if anchor_given {
         None
     } else {
-        Some(cluster_check::trust_anchor(&client).await.and_then(|pem| {
+        Some(pem.and_then(|pem| {
             not_after(&pem, &format!("ConfigMap weft-system/{}", weft_inject::install::TRUST_ANCHOR_CONFIGMAP))
         }))
     };

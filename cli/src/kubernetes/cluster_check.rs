@@ -68,6 +68,9 @@ pub const KINDS: [CustomKind; 4] = [
 pub enum WebhookSeen {
     NoConfiguration,
     NoCaBundle,
+    /// The CA bundle holds none of the install's trust anchors: the API server would refuse the
+    /// webhook's serving certificate, which the mesh's CA issues.
+    CaBundleMismatch,
     /// The configuration calls a URL, not a Service: reachability is not checked.
     Url(String),
     NoService(String),
@@ -132,6 +135,12 @@ pub fn evaluate(o: &ClusterObserved) -> Vec<Line> {
             format!("the Service {name} that {WEBHOOK_CONFIGURATION} calls does not exist"),
             "apply weft install's output again",
         ),
+        Ok(WebhookSeen::CaBundleMismatch) => line(
+            Fail,
+            hook,
+            format!("{WEBHOOK_CONFIGURATION}'s caBundle is not the mesh's CA (ConfigMap weft-trust-anchor): the API server refuses the webhook's certificate"),
+            "apply the output of weft install --ca-dir with the CA in use (a CA rotated without it leaves this)",
+        ),
         Ok(WebhookSeen::NoCaBundle) => line(
             Fail,
             hook,
@@ -192,7 +201,8 @@ async fn served(client: &kube::Client, k: &CustomKind) -> Result<Option<String>,
     Ok(None)
 }
 
-async fn webhook(client: &kube::Client) -> Result<WebhookSeen, String> {
+/// `anchors`: the install's trust anchors (PEM), when they could be read.
+async fn webhook(client: &kube::Client, anchors: Option<&[u8]>) -> Result<WebhookSeen, String> {
     let api: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client.clone());
     let Some(cfg) = api.get_opt(WEBHOOK_CONFIGURATION).await.map_err(err)? else {
         return Ok(WebhookSeen::NoConfiguration);
@@ -201,8 +211,15 @@ async fn webhook(client: &kube::Client) -> Result<WebhookSeen, String> {
         return Ok(WebhookSeen::NoConfiguration);
     };
     let cc = hook.client_config;
-    if cc.ca_bundle.as_ref().is_none_or(|b| b.0.is_empty()) {
+    let Some(bundle) = cc.ca_bundle.as_ref().filter(|b| !b.0.is_empty()) else {
         return Ok(WebhookSeen::NoCaBundle);
+    };
+    if let Some(anchors) = anchors {
+        let anchors = weft_certs::pem::certs(anchors).unwrap_or_default();
+        let bundle = weft_certs::pem::certs(&bundle.0).unwrap_or_default();
+        if !bundle.iter().any(|c| anchors.contains(c)) {
+            return Ok(WebhookSeen::CaBundleMismatch);
+        }
     }
     let Some(svc) = cc.service else {
         return Ok(WebhookSeen::Url(cc.url.unwrap_or_default()));
@@ -234,13 +251,13 @@ async fn replicas(client: &kube::Client) -> Result<Option<(i32, i32)>, String> {
     }))
 }
 
-/// Reads what [`evaluate`] judges.
-pub async fn observe(client: &kube::Client) -> ClusterObserved {
+/// Reads what [`evaluate`] judges (`anchors`: the install's trust anchors, PEM, if read).
+pub async fn observe(client: &kube::Client, anchors: Option<&[u8]>) -> ClusterObserved {
     let mut kinds = Vec::new();
     for k in &KINDS {
         kinds.push(served(client, k).await);
     }
-    ClusterObserved { kinds, webhook: webhook(client).await, replicas: replicas(client).await }
+    ClusterObserved { kinds, webhook: webhook(client, anchors).await, replicas: replicas(client).await }
 }
 
 /// The trust anchor the install distributes (ConfigMap `weft-trust-anchor`, key `ca.crt`).
@@ -338,6 +355,7 @@ mod tests {
             (WebhookSeen::Service { name: "weft-system/weft-controller".into(), ready: 0 }, Verdict::Fail),
             (WebhookSeen::NoConfiguration, Verdict::Fail),
             (WebhookSeen::NoCaBundle, Verdict::Fail),
+            (WebhookSeen::CaBundleMismatch, Verdict::Fail),
             (WebhookSeen::NoService("weft-system/weft-controller".into()), Verdict::Fail),
             (WebhookSeen::Url("https://hook.example".into()), Verdict::Warn),
         ];

@@ -154,6 +154,19 @@ fn test_api_server_weft_check_with_a_kubeconfig_passes_a_healthy_install_and_war
     assert!(has(&broken, "FAIL", "controller replicas") && broken.contains("0 of 2 ready"), "{broken}");
     assert!(broken.contains("hint: kubectl -n weft-system"), "{broken}");
 
+    // A CA bundle from another CA (a CA rotated without the webhook configuration).
+    let other = c.lab.dir.path().join("other-ca");
+    assert_eq!(weft(&["ca", "init", "--dir", &other.display().to_string()], None).code, 0);
+    let other_pem = std::fs::read(other.join("ca.crt")).unwrap();
+    use base64::Engine;
+    let other_bundle = base64::engine::general_purpose::STANDARD.encode(other_pem);
+    c.api.update("MutatingWebhookConfiguration", "", "weft-proxy-injector", |w| {
+        w["webhooks"][0]["clientConfig"]["caBundle"] = other_bundle.into()
+    });
+    let (code, mismatch) = check();
+    assert_eq!(code, 1, "{mismatch}");
+    assert!(has(&mismatch, "FAIL", "webhook reachable") && mismatch.contains("is not the mesh's CA"), "{mismatch}");
+
     // The webhook configuration gone.
     c.api.delete("MutatingWebhookConfiguration", "", "weft-proxy-injector");
     let (code, gone) = check();
