@@ -102,7 +102,9 @@ fn test_api_server_a_route_limited_traffic_target_grants_nothing_and_says_so() {
         json!([{"name": "metrics", "pathRegex": "/metrics", "methods": ["GET"]}]),
     ));
     c.api.apply(kube_api::traffic_target(NS, "bar", "bar", "metrics", &["foo"]));
+    // Two replicas: both see the findings, and each Event is created once.
     c.replica("a", 7272, 7273, &[]);
+    c.replica("b", 7274, 7275, &[]);
     c.controller_service();
     c.meshed_pod("bar-1", "bar", "v1", 11);
     let foo = c.meshed_pod("foo-1", "foo", "v1", 21);
@@ -119,14 +121,21 @@ fn test_api_server_a_route_limited_traffic_target_grants_nothing_and_says_so() {
             && f["message"].as_str().is_some_and(|m| m.contains("GET /metrics")))),
         "{findings}"
     );
-    // The same as a Warning Event on the TrafficTarget, once however many replicas see it.
-    eventually("the finding is an Event", Duration::from_secs(5), || {
-        c.api.events().iter().any(|e| {
-            e["reason"] == "PolicyNotCarried"
-                && e["type"] == "Warning"
-                && e["involvedObject"]["kind"] == "TrafficTarget"
-                && e["involvedObject"]["name"] == "bar"
-                && e["message"].as_str().is_some_and(|m| m.contains("GET /metrics"))
-        })
+    // The same as a Warning Event on the TrafficTarget, once however many replicas see it: two
+    // findings (this one, and the file's `allow: []` combined with the grant) tried by both
+    // replicas are four creates and two Events.
+    eventually("both replicas tried to report both findings", Duration::from_secs(5), || {
+        c.api.requests("create events") >= 4
     });
+    let events = c.api.events();
+    let not_carried: Vec<_> = events.iter().filter(|e| e["reason"] == "PolicyNotCarried").collect();
+    assert_eq!(not_carried.len(), 1, "{events:#?}");
+    let e = not_carried[0];
+    assert_eq!(
+        (&e["type"], &e["involvedObject"]["kind"], &e["involvedObject"]["name"]),
+        (&json!("Warning"), &json!("TrafficTarget"), &json!("bar"))
+    );
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("GET /metrics")), "{e}");
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert!(events.iter().any(|e| e["reason"] == "PolicyCombined" && e["involvedObject"]["name"] == "weft-mesh"));
 }
