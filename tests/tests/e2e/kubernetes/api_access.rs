@@ -1,7 +1,9 @@
 //! Test API server: SMI access control. A TrafficTarget granting foo's service account access to
 //! bar's lets foo's requests through; edited to another source, or deleted, foo gets 403 from
 //! bar's proxy within a bound — the mesh file gives bar `allow: []`, so without a grant nobody
-//! may call. Real replica, real transparent proxies in network-namespace pods. Needs root.
+//! may call. A route-limited grant lets nobody in and is reported (state and one Event across two
+//! replicas); without the access CRDs the replica is ready and the file's `allow` decides. Real
+//! replicas, real transparent proxies in network-namespace pods. Needs root.
 
 use std::time::{Duration, Instant};
 
@@ -138,4 +140,27 @@ fn test_api_server_a_route_limited_traffic_target_grants_nothing_and_says_so() {
     assert!(e["message"].as_str().is_some_and(|m| m.contains("GET /metrics")), "{e}");
     assert_eq!(events.len(), 2, "{events:#?}");
     assert!(events.iter().any(|e| e["reason"] == "PolicyCombined" && e["involvedObject"]["name"] == "weft-mesh"));
+}
+
+#[test]
+fn test_api_server_without_the_smi_access_crds_the_replica_is_ready_and_the_file_decides() {
+    // No TrafficTarget or HTTPRouteGroup CRD: a 404 on every version means "not used".
+    let mut c = ApiLab::new(
+        "k8s-access-absent",
+        "trust_domain: weft.local\nservices:\n  shop/bar: {protocol: http, allow: [foo]}\n  shop/foo: {protocol: http}\n",
+    );
+    c.api.remove_kind("TrafficTarget");
+    c.api.remove_kind("HTTPRouteGroup");
+    c.api.apply(kube_api::service(NS, "bar", BAR_VIP, &[(80, 8080)]));
+    c.api.apply(kube_api::service(NS, "foo", "10.96.0.11", &[(80, 8080)]));
+    c.api.apply(kube_api::service(NS, "web", "10.96.0.12", &[(80, 8080)]));
+    c.replica("a", 7276, 7277, &[]);
+    c.controller_service();
+    c.meshed_pod("bar-1", "bar", "v1", 11);
+    let foo = c.meshed_pod("foo-1", "foo", "v1", 21);
+    let web = c.meshed_pod("web-1", "web", "v1", 22);
+    assert_eq!(status(&c, &foo), 200, "the file allows foo");
+    assert_eq!(status(&c, &web), 403, "and only foo");
+    // (The replica became ready above: it found both kinds absent rather than waiting for them.)
+    assert_eq!(c.replica_state(&c.replicas[0])["policy_findings"], json!([]));
 }
