@@ -3,6 +3,9 @@
 //! anchor's expiry, the config in force (an edit rejected or not) and the policy findings, the
 //! proxies connected, their certificates' expiry and any NACK. The exit code is 0 only when no
 //! check failed. The verdicts are computed from what was read, without I/O, in [`evaluate`].
+//! With a kubeconfig (`--kubeconfig`, or `$KUBECONFIG`) the install is checked in the cluster too
+//! ([`crate::kubernetes::cluster_check`]): CRDs, webhook, replicas; the trust anchor is then the
+//! one the install distributes unless one is given.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +27,10 @@ pub struct CheckArgs {
     /// Warn when the trust anchor expires within this long.
     #[arg(long, default_value = "30d")]
     pub anchor_warn_within: String,
+    /// A kubeconfig: check the install in that cluster too (CRDs, webhook, controller replicas).
+    /// `$KUBECONFIG` may list several files, separated by `:`.
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,7 +160,12 @@ pub fn evaluate(o: &Observed) -> Vec<Line> {
             "",
         )),
     }
-    match state["policy_findings"].as_array().filter(|f| !f.is_empty()) {
+    // `combined` findings (the mesh file's allow and TrafficTargets both granted) are what the
+    // documented precedence says; they are counted, not warned about.
+    let all = state["policy_findings"].as_array().cloned().unwrap_or_default();
+    let notes = all.iter().filter(|x| x["kind"] == "combined").count();
+    let issues: Vec<Value> = all.into_iter().filter(|x| x["kind"] != "combined").collect();
+    match Some(issues).filter(|f| !f.is_empty()) {
         Some(f) => {
             let invalid = f.iter().filter(|x| x["kind"] == "invalid").count();
             let first = f
@@ -169,6 +181,12 @@ pub fn evaluate(o: &Observed) -> Vec<Line> {
                 "see policy_findings in /api/v1/state (weft status --json)",
             ));
         }
+        None if notes > 0 => out.push(line(
+            Verdict::Ok,
+            "traffic policy",
+            format!("no conflicts, nothing left out ({notes} allow lists combined with TrafficTargets)"),
+            "",
+        )),
         None => out.push(line(Verdict::Ok, "traffic policy", "no conflicts, nothing left out", "")),
     }
     let proxies = state["proxies"].as_array().cloned().unwrap_or_default();
@@ -242,18 +260,45 @@ pub fn render(lines: &[Line]) -> (String, bool) {
     (s, fails == 0)
 }
 
+/// The latest `notAfter` of a PEM bundle (a bundle expires with its last anchor).
+fn not_after(pem: &[u8], what: &str) -> Result<i64, String> {
+    let certs = weft_certs::pem::certs(pem).map_err(|e| format!("{what}: {e}"))?;
+    certs
+        .iter()
+        .filter_map(|c| weft_certs::x509::not_after_unix(c).ok())
+        .max()
+        .ok_or_else(|| format!("{what}: no certificate"))
+}
+
 fn anchor(args: &CheckArgs) -> Option<Result<i64, String>> {
     let path = args.trust_anchor.clone().or_else(|| args.ca_dir.as_ref().map(|d| d.join("ca.crt")))?;
-    Some((|| {
-        let pem = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let certs = weft_certs::pem::certs(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
-        // A bundle expires with its last anchor.
-        certs
-            .iter()
-            .filter_map(|c| weft_certs::x509::not_after_unix(c).ok())
-            .max()
-            .ok_or_else(|| format!("{}: no certificate", path.display()))
-    })())
+    Some(
+        std::fs::read(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))
+            .and_then(|pem| not_after(&pem, &path.display().to_string())),
+    )
+}
+
+/// The cluster's checks, and the anchor the install distributes when none was given.
+async fn cluster(kubeconfig: &str, anchor_given: bool) -> (Vec<Line>, Option<Result<i64, String>>) {
+    use crate::kubernetes::cluster_check;
+    let client = match cluster_check::client(kubeconfig).await {
+        Ok(c) => c,
+        Err(e) => {
+            let hint = "give a readable kubeconfig with --kubeconfig (or $KUBECONFIG)";
+            return (vec![line(Verdict::Fail, "kubeconfig", e, hint)], None);
+        }
+    };
+    let pem = cluster_check::trust_anchor(&client).await;
+    let lines = cluster_check::evaluate(&cluster_check::observe(&client, pem.as_deref().ok()).await);
+    let anchor = if anchor_given {
+        None
+    } else {
+        Some(pem.and_then(|pem| {
+            not_after(&pem, &format!("ConfigMap weft-system/{}", weft_inject::install::TRUST_ANCHOR_CONFIGMAP))
+        }))
+    };
+    (lines, anchor)
 }
 
 pub fn main(args: CheckArgs) -> ExitCode {
@@ -280,17 +325,30 @@ pub fn main(args: CheckArgs) -> ExitCode {
     };
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let mut anchor_not_after = anchor(&args);
+    let kubeconfig = args.kubeconfig.as_deref().filter(|k| !k.is_empty());
+    let mut cluster_lines = Vec::new();
+    if let Some(kc) = kubeconfig {
+        let (lines, from_cluster) = rt.block_on(cluster(kc, anchor_not_after.is_some()));
+        cluster_lines = lines;
+        anchor_not_after = anchor_not_after.or(from_cluster);
+    }
     let observed = Observed {
         admin: admin.clone(),
         live,
         ready,
         state,
-        anchor_not_after: anchor(&args),
+        anchor_not_after,
         now_ms,
         anchor_warn_within: warn_within,
     };
-    println!("weft check: the controller at {admin}");
-    let (text, passed) = render(&evaluate(&observed));
+    match kubeconfig {
+        Some(kc) => println!("weft check: the controller at {admin}, the install in the cluster of {kc}"),
+        None => println!("weft check: the controller at {admin}"),
+    }
+    let mut lines = evaluate(&observed);
+    lines.extend(cluster_lines);
+    let (text, passed) = render(&lines);
     print!("{text}");
     if passed {
         ExitCode::SUCCESS
@@ -371,5 +429,8 @@ mod tests {
         o.state.as_mut().unwrap()["policy_findings"] =
             json!([{"kind": "invalid", "source": "TrafficSplit shop/bar", "message": "there is no Service shop/bar"}]);
         assert!(verdicts(&o).contains(&("traffic policy", Verdict::Fail)));
+        o.state.as_mut().unwrap()["policy_findings"] =
+            json!([{"kind": "combined", "source": "mesh file", "message": "both granted"}]);
+        assert!(verdicts(&o).contains(&("traffic policy", Verdict::Ok)), "a combined allow list is no conflict");
     }
 }

@@ -39,7 +39,8 @@ enum Command {
     /// Print the control plane's Kubernetes manifests: weft install | kubectl apply -f -
     Install(Box<kubernetes::InstallArgs>),
     /// Check the install: controller live and ready, trust anchor expiry, config rejected or not,
-    /// policy findings, proxies and their certificates. Exit code 0 when no check failed.
+    /// policy findings, proxies and their certificates; with a kubeconfig, the CRDs, the webhook
+    /// and the controller's replicas in the cluster. Exit code 0 when no check failed.
     Check(check::CheckArgs),
     /// The mesh at a glance: services, endpoints, proxies, config versions, certificate expiries.
     Status {

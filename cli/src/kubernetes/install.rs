@@ -48,6 +48,10 @@ pub struct InstallArgs {
     /// How long the API server waits for the webhook (1–30 s; the webhook answers within half).
     #[arg(long, default_value_t = 10)]
     pub webhook_timeout_seconds: i32,
+    /// Ship the SMI CRDs (TrafficSplit, TrafficTarget, HTTPRouteGroup) with `--discovery api`;
+    /// false where another install already owns them.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub smi_crds: bool,
     #[command(flatten)]
     pub settings: SettingsArgs,
 }
@@ -93,6 +97,7 @@ pub fn run(args: InstallArgs) -> anyhow::Result<()> {
         controller_memory_limit: args.controller_memory_limit,
         webhook_failure_policy: args.webhook_failure_policy,
         webhook_timeout_seconds: args.webhook_timeout_seconds,
+        smi_crds: args.smi_crds,
     };
     let problems = opts.validate();
     anyhow::ensure!(problems.is_empty(), "invalid settings:\n  {}", problems.join("\n  "));

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::objects::{Key, PodRecord, ServiceRecord, SliceRecord};
-use crate::policy::{HttpRouteRecord, TrafficSplitRecord};
+use crate::policy::{HttpRouteGroupRecord, HttpRouteRecord, TrafficSplitRecord, TrafficTargetRecord};
 
 /// One watcher event, for one kind (`kube::runtime::watcher::Event`, with the object already
 /// reduced to its record).
@@ -99,6 +99,9 @@ pub struct ClusterIndex {
     /// SMI TrafficSplits and GAMMA HTTPRoutes: listed empty where their CRD is not installed.
     pub splits: Store<TrafficSplitRecord>,
     pub http_routes: Store<HttpRouteRecord>,
+    /// SMI access control (TrafficTargets and HTTPRouteGroups), likewise.
+    pub targets: Store<TrafficTargetRecord>,
+    pub route_groups: Store<HttpRouteGroupRecord>,
 }
 
 fn service_key(s: &ServiceRecord) -> Key {
@@ -130,6 +133,14 @@ impl ClusterIndex {
         self.http_routes.apply(e, |r| r.object.key())
     }
 
+    pub fn traffic_target(&mut self, e: Event<TrafficTargetRecord>) -> bool {
+        self.targets.apply(e, |t| t.object.key())
+    }
+
+    pub fn route_group(&mut self, e: Event<HttpRouteGroupRecord>) -> bool {
+        self.route_groups.apply(e, |g| g.object.key())
+    }
+
     /// Every kind has been listed at least once (or found not installed).
     pub fn synced(&self) -> bool {
         self.services.synced()
@@ -137,6 +148,8 @@ impl ClusterIndex {
             && self.pods.synced()
             && self.splits.synced()
             && self.http_routes.synced()
+            && self.targets.synced()
+            && self.route_groups.synced()
     }
 }
 
@@ -164,6 +177,11 @@ mod tests {
         assert!(!idx.synced(), "HTTPRoutes are not listed (or found absent) yet");
         idx.http_route(Event::Init);
         idx.http_route(Event::InitDone);
+        idx.traffic_target(Event::Init);
+        idx.traffic_target(Event::InitDone);
+        assert!(!idx.synced(), "HTTPRouteGroups are not listed (or found absent) yet");
+        idx.route_group(Event::Init);
+        idx.route_group(Event::InitDone);
         assert!(idx.synced());
 
         // A watch resumed after 410 Gone: a new list, in which `a` is gone and `b` appeared.

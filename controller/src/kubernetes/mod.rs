@@ -5,6 +5,7 @@
 //! proxy may be served by any of them; nothing has to happen once, so no Lease is taken.
 
 pub mod admission;
+pub mod events;
 pub mod index;
 pub mod objects;
 pub mod policy_watch;
@@ -89,6 +90,13 @@ impl Cluster {
             async move {
                 policy_watch::watch_mesh_configmap(client, state).await;
                 Err(anyhow::anyhow!("the ConfigMap watcher ended"))
+            }
+        });
+        tasks.spawn({
+            let (client, state) = (client.clone(), state.clone());
+            async move {
+                events::report_findings(client, state).await;
+                Err(anyhow::anyhow!("the Event reporter ended"))
             }
         });
         let state = state.clone();

@@ -1,9 +1,11 @@
-//! Watchers for the policy the API holds: SMI `TrafficSplit`s and GAMMA `HTTPRoute`s (custom
+//! Watchers for the policy the API holds: SMI `TrafficSplit`s, `TrafficTarget`s and
+//! `HTTPRouteGroup`s, and GAMMA `HTTPRoute`s (custom
 //! resources, read as dynamic objects at the newest version the API server serves; a `404` on
 //! every version means the CRD is not installed — the kind then counts as listed and empty, and
 //! is looked for again every [`CRD_RECHECK`]), and the `weft-system/weft-mesh` ConfigMap, whose
 //! `mesh.yaml` replaces the mesh file: a valid edit is put in force, an invalid one is logged,
-//! counted in `weft_config_rejected_total` and leaves the last good config in force.
+//! counted in `weft_config_rejected_total`, reported as a Warning Event on the ConfigMap and
+//! leaves the last good config in force.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,10 @@ use serde_json::Value;
 
 use super::index::{ClusterIndex, Event};
 use super::watch::Shared;
-use crate::policy::{http_route, traffic_split, HttpRouteRecord, TrafficSplitRecord};
+use crate::policy::{
+    http_route, traffic_split, traffic_target, HttpRouteGroupRecord, HttpRouteRecord, TrafficSplitRecord,
+    TrafficTargetRecord,
+};
 use crate::state::MeshState;
 
 /// How often a kind whose CRD is not installed is looked for again.
@@ -122,7 +127,7 @@ async fn watch_custom<R: PartialEq>(client: kube::Client, shared: Arc<Shared>, k
     }
 }
 
-/// Starts the TrafficSplit and HTTPRoute watchers.
+/// Starts the TrafficSplit, TrafficTarget, HTTPRouteGroup and HTTPRoute watchers.
 pub fn spawn_policy_watchers(
     client: &kube::Client,
     shared: &Arc<Shared>,
@@ -154,12 +159,38 @@ pub fn spawn_policy_watchers(
         watch_custom(c, s, k).await;
         Ok(())
     });
+    let (c, s) = (client.clone(), shared.clone());
+    tasks.spawn(async move {
+        let k = CustomKind {
+            kind: "TrafficTarget",
+            group: traffic_target::GROUP,
+            versions: &traffic_target::VERSIONS,
+            plural: traffic_target::PLURAL,
+            convert: TrafficTargetRecord::from_json,
+            apply: ClusterIndex::traffic_target,
+        };
+        watch_custom(c, s, k).await;
+        Ok(())
+    });
+    let (c, s) = (client.clone(), shared.clone());
+    tasks.spawn(async move {
+        let k = CustomKind {
+            kind: "HTTPRouteGroup",
+            group: traffic_target::ROUTE_GROUP_GROUP,
+            versions: &traffic_target::ROUTE_GROUP_VERSIONS,
+            plural: traffic_target::ROUTE_GROUP_PLURAL,
+            convert: HttpRouteGroupRecord::from_json,
+            apply: ClusterIndex::route_group,
+        };
+        watch_custom(c, s, k).await;
+        Ok(())
+    });
 }
 
 /// Watches the `weft-mesh` ConfigMap in the controller's namespace for the life of the
 /// controller. Its absence (or a missing key) keeps what is in force: the file it started from.
 pub async fn watch_mesh_configmap(client: kube::Client, state: Arc<MeshState>) {
-    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, weft_inject::names::MESH_NAMESPACE);
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), weft_inject::names::MESH_NAMESPACE);
     let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
     let mut last: Option<String> = None;
     while let Some(item) = stream.next().await {
@@ -202,7 +233,8 @@ pub async fn watch_mesh_configmap(client: kube::Client, state: Arc<MeshState>) {
                     "ConfigMap {MESH_CONFIGMAP} rejected; the last good mesh config stays in force. Problems:\n  {}",
                     problems.join("\n  ")
                 );
-                state.reject_config(problems);
+                state.reject_config(problems.clone());
+                super::events::config_rejected(&client, &problems).await;
             }
         }
     }

@@ -48,7 +48,7 @@ pub struct ClusterView {
     /// pod under the first of its services, by name).
     pub directory: BTreeMap<String, String>,
     pods: BTreeMap<Key, PodRecord>,
-    /// TrafficSplits and HTTPRoutes, laid over the mesh file's policies by [`crate::policy::apply`].
+    /// TrafficSplits, HTTPRoutes and SMI access control, laid over the mesh file's policies by [`crate::policy::apply`].
     pub policy: ApiPolicy,
 }
 
@@ -138,6 +138,9 @@ impl ClusterView {
         view.policy = ApiPolicy {
             splits: idx.splits.iter().cloned().collect(),
             routes: idx.http_routes.iter().cloned().collect(),
+            targets: idx.targets.iter().cloned().collect(),
+            route_groups: idx.route_groups.iter().cloned().collect(),
+            trust_domain: trust_domain.to_string(),
         };
         view
     }
@@ -151,7 +154,7 @@ impl ClusterView {
     /// mesh file declares. A Service's ClusterIP and ports come from the API (the file's `vip:`
     /// and `ports:` are for services outside it); its policy from the file. Under `mtls: strict`
     /// plaintext endpoints are left out: callers then have none to send plaintext to. Then the
-    /// TrafficSplits and HTTPRoutes, whose findings are returned.
+    /// TrafficSplits, HTTPRoutes and TrafficTargets, whose findings are returned.
     pub fn contribute(
         &self,
         services: &mut BTreeMap<String, pb::ServicePolicy>,

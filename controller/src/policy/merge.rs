@@ -5,7 +5,8 @@
 //! | weighted backends (`split`) | HTTPRoute (parentRef Service) | TrafficSplit (`spec.service`) | mesh file / ConfigMap `split` (by version label) |
 //! | route matches (`routes`) | HTTPRoute rules (they replace the file's) | mesh file `routes` | — |
 //! | default timeout | HTTPRoute catch-all rule's `timeouts.request` | mesh file `timeout` | — |
-//! | retries, breaker, mTLS, allow, faults, protocol | mesh file | — | — |
+//! | who may call (`allow`) | TrafficTargets naming the service's account **and** the mesh file's `allow`, both granted ([`super::access`]) | mesh file `allow` | — |
+//! | retries, breaker, mTLS, faults, protocol | mesh file | — | — |
 //!
 //! Between two objects of one kind on one service the older (creation time, then name) wins.
 //! Every override and every field that cannot be carried becomes a [`Finding`]: nothing is
@@ -18,6 +19,7 @@ use serde::Serialize;
 use weft_proto::v1 as pb;
 
 use super::http_route::{HttpRouteRecord, Match};
+use super::traffic_target::{HttpRouteGroupRecord, TrafficTargetRecord};
 use super::{Backend, TrafficSplitRecord};
 
 /// The API objects in force (as listed and watched).
@@ -25,6 +27,11 @@ use super::{Backend, TrafficSplitRecord};
 pub struct ApiPolicy {
     pub splits: Vec<TrafficSplitRecord>,
     pub routes: Vec<HttpRouteRecord>,
+    /// SMI access control: TrafficTargets and the HTTPRouteGroups their rules name.
+    pub targets: Vec<TrafficTargetRecord>,
+    pub route_groups: Vec<HttpRouteGroupRecord>,
+    /// The trust domain identities are written in (TrafficTargets name service accounts).
+    pub trust_domain: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -36,6 +43,8 @@ pub enum FindingKind {
     Unsupported,
     /// An object that cannot be applied at all.
     Invalid,
+    /// Two sources both apply (the mesh file's `allow` and TrafficTargets' grants add up).
+    Combined,
 }
 
 /// One thing an operator should know about the policy in force.
@@ -49,7 +58,7 @@ pub struct Finding {
     pub message: String,
 }
 
-const MESH_FILE: &str = "mesh file";
+pub(super) const MESH_FILE: &str = "mesh file";
 
 /// Lays the API's policy over `services` and `endpoints` (the mesh file's policies plus the
 /// cluster's services); returns what the operator should know, sorted.
@@ -218,6 +227,13 @@ pub fn apply(
             }
         }
     }
+    out.extend(super::access::apply_access(
+        &policy.targets,
+        &policy.route_groups,
+        &policy.trust_domain,
+        services,
+        endpoints,
+    ));
     out.sort();
     out.dedup();
     out

@@ -117,6 +117,7 @@ fn an_http_route_wins_over_a_traffic_split() {
             "bar",
             json!([{"backendRefs": [{"name": "bar-primary", "weight": 50}, {"name": "bar-canary", "weight": 50}]}]),
         )],
+        ..Default::default()
     });
     assert_eq!(weights(&s["shop/bar"]), [("bar-primary".into(), 50), ("bar-canary".into(), 50)]);
     assert_eq!(e["shop/bar"].len(), 2);
@@ -135,6 +136,7 @@ fn between_two_objects_of_a_kind_the_older_wins() {
             route("r-new", "2025-06-01T00:00:00Z", "bar-primary", json!([{"timeouts": {"request": "9s"}}])),
             route("r-old", "2025-01-01T00:00:00Z", "bar-primary", json!([{"timeouts": {"request": "1s"}}])),
         ],
+        ..Default::default()
     });
     assert_eq!(weights(&s["shop/bar"]), [("bar-primary".into(), 1)]);
     assert!(has(&f, FindingKind::Overridden, "TrafficSplit shop/newer", "TrafficSplit shop/older"));

@@ -1,11 +1,15 @@
-//! Traffic policy from the Kubernetes API, I/O-free: SMI `TrafficSplit`s and GAMMA `HTTPRoute`s
-//! reduced to records, and the one function ([`apply`]) that lays them over the mesh file's
+//! Traffic policy from the Kubernetes API, I/O-free: SMI `TrafficSplit`s, SMI access control
+//! (`TrafficTarget`, `HTTPRouteGroup`) and GAMMA `HTTPRoute`s reduced to records, and the one function ([`apply`]) that lays them over the mesh file's
 //! policies with a fixed precedence and reports every conflict and every field it cannot carry.
 
+pub mod access;
 pub mod http_route;
 pub mod merge;
 pub mod traffic_split;
+pub mod traffic_target;
 
+#[cfg(test)]
+mod access_tests;
 #[cfg(test)]
 mod merge_tests;
 
@@ -14,6 +18,7 @@ use serde_json::Value;
 pub use http_route::HttpRouteRecord;
 pub use merge::{apply, ApiPolicy, Finding, FindingKind};
 pub use traffic_split::TrafficSplitRecord;
+pub use traffic_target::{HttpRouteGroupRecord, TrafficTargetRecord};
 
 /// Where an API object is, and when it was made (the older of two conflicting objects wins, as
 /// Gateway API's own conflict rule says).

@@ -1,7 +1,7 @@
 //! The namespace, the controller's service account and the least RBAC it needs (reading
 //! namespaces, for the webhook's `weft.io/inject` lookups; with discovery from the API, watching
 //! Services, EndpointSlices and Pods and creating TokenReviews; and the policy: SMI TrafficSplits,
-//! Gateway API HTTPRoutes, and the `weft-mesh` ConfigMap through a Role in `weft-system` only),
+//! TrafficTargets and HTTPRouteGroups, Gateway API HTTPRoutes, and the `weft-mesh` ConfigMap through a Role in `weft-system` only),
 //! the CA Secret and the ConfigMaps.
 
 use std::collections::BTreeMap;
@@ -47,7 +47,11 @@ pub fn cluster_role(o: &InstallOptions) -> ClusterRole {
         rules.push(rule("authentication.k8s.io", &["tokenreviews"], &["create"]));
         // Traffic policy from the API (read where the CRDs are installed).
         rules.push(rule("split.smi-spec.io", &["trafficsplits"], &["list", "watch"]));
+        rules.push(rule("access.smi-spec.io", &["traffictargets"], &["list", "watch"]));
+        rules.push(rule("specs.smi-spec.io", &["httproutegroups"], &["list", "watch"]));
         rules.push(rule("gateway.networking.k8s.io", &["httproutes"], &["list", "watch"]));
+        // Policy conflicts and rejected ConfigMap edits, as Events beside their objects.
+        rules.push(rule("", &["events"], &["create"]));
     }
     ClusterRole { metadata: meta(CONTROLLER, false), rules: Some(rules), ..Default::default() }
 }

@@ -1,10 +1,11 @@
 //! `weft install`: the control plane's manifests, in the order `kubectl apply` wants them —
-//! namespace, identity and RBAC, configuration, the controller, the webhook configuration last
+//! the SMI CRDs (with discovery from the API), namespace, identity and RBAC, configuration, the controller, the webhook configuration last
 //! (so that it never points at a controller that does not exist yet). Nothing in them depends on
 //! the time or on map order, so the same CA and settings always render the same bytes.
 
 mod access;
 mod controller;
+pub mod crds;
 mod webhook;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,8 @@ pub struct InstallOptions {
     /// `Ignore` (pods start unmeshed while the webhook is down) or `Fail` (they wait for it).
     pub webhook_failure_policy: String,
     pub webhook_timeout_seconds: i32,
+    /// With discovery from the API, ship the SMI CRDs ([`crds`]).
+    pub smi_crds: bool,
 }
 
 impl InstallOptions {
@@ -120,6 +123,11 @@ fn doc(out: &mut String, object: &impl Serialize) {
 pub fn render(o: &InstallOptions) -> String {
     let mut out = String::new();
     out.push_str("# Weft control plane: weft install | kubectl apply -f -\n");
+    if o.discovery_from_api && o.smi_crds {
+        for crd in crds::smi_crds() {
+            doc(&mut out, &crd);
+        }
+    }
     doc(&mut out, &access::namespace());
     doc(&mut out, &access::service_account());
     doc(&mut out, &access::cluster_role(o));
@@ -158,6 +166,7 @@ mod tests {
             controller_memory_limit: "256Mi".into(),
             webhook_failure_policy: "Ignore".into(),
             webhook_timeout_seconds: 10,
+            smi_crds: true,
         }
     }
 
@@ -167,8 +176,11 @@ mod tests {
         assert!(o.validate().is_empty(), "{:?}", o.validate());
         let a = render(&o);
         assert_eq!(a, render(&o));
-        // 12 documents, and the Role and RoleBinding for the weft-mesh ConfigMap (Kubernetes mode).
-        assert_eq!(a.matches("\n---\n").count() + usize::from(a.starts_with("---\n")), 14, "{a}");
+        // 12 documents, the Role and RoleBinding for the weft-mesh ConfigMap and the 3 SMI CRDs
+        // (Kubernetes mode).
+        let count = |s: &str| s.matches("\n---\n").count() + usize::from(s.starts_with("---\n"));
+        assert_eq!(count(&a), 17, "{a}");
+        assert_eq!(count(&render(&InstallOptions { smi_crds: false, ..o.clone() })), 14);
         // A settings change changes the controller's pod template, so applying it rolls the controller.
         let mut tuned = o.clone();
         tuned.settings.proxy_log_level = "debug".into();
@@ -178,6 +190,7 @@ mod tests {
         let universal = render(&InstallOptions { discovery_from_api: false, ..o.clone() });
         assert!(!universal.contains("--kubernetes") && !universal.contains("tokenreviews"));
         assert!(!universal.contains("kind: Role\n"), "universal mode reads no ConfigMap through the API");
+        assert!(!universal.contains("CustomResourceDefinition"), "nor SMI objects");
         let bad = InstallOptions { webhook_timeout_seconds: 31, webhook_failure_policy: "Sometimes".into(), ..o };
         assert_eq!(bad.validate().len(), 2);
     }

@@ -114,7 +114,8 @@ fn route(path: &str, removed: &HashSet<Kind>) -> Option<Target> {
     };
     match parts.as_slice() {
         [plural] => target(plural, None, None),
-        ["namespaces", name] => target("namespaces", None, Some(name)),
+        // One cluster-scoped object (a Namespace, a MutatingWebhookConfiguration).
+        [plural, name] => target(plural, None, Some(name)).filter(|t| !t.kind.namespaced()),
         ["namespaces", ns, plural] => target(plural, Some(ns), None),
         ["namespaces", ns, plural, name] => target(plural, Some(ns), Some(name)),
         _ => None,
@@ -144,10 +145,16 @@ async fn answer(req: http::Request<hyper::body::Incoming>, shared: &Arc<Mutex<Sh
         count(shared, "create tokenreviews".into());
         return token_review(req, shared).await;
     }
-    if req.method() != http::Method::GET {
-        return status(405, "MethodNotAllowed", "the test API server serves GET, and POST of tokenreviews");
-    }
     let removed = lock(shared).removed.clone();
+    if req.method() == http::Method::POST {
+        if let Some(Target { kind: Kind::Event, namespace: Some(ns), name: None }) = route(&path, &removed) {
+            count(shared, "create events".into());
+            return create_event(req, shared, &ns).await;
+        }
+    }
+    if req.method() != http::Method::GET {
+        return status(405, "MethodNotAllowed", "the test API server serves GET, and POST of tokenreviews and events");
+    }
     let Some(target) = route(&path, &removed) else {
         return status(404, "NotFound", &format!("the test API server does not serve {path}"));
     };
@@ -319,6 +326,36 @@ fn watch(
     let mut r = http::Response::new(BodyExt::boxed(body));
     r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     r
+}
+
+/// A created Event is kept (`409 AlreadyExists` for a name already taken, as the API server does).
+async fn create_event(
+    req: http::Request<hyper::body::Incoming>,
+    shared: &Mutex<Shared>,
+    ns: &str,
+) -> http::Response<Body> {
+    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return status(413, "RequestEntityTooLarge", "an Event of at most 64 KiB"),
+    };
+    let Ok(mut event) = serde_json::from_slice::<Value>(&body) else {
+        return status(400, "BadRequest", "not JSON");
+    };
+    let Some(name) = event["metadata"]["name"].as_str().map(str::to_string) else {
+        return status(422, "Invalid", "metadata.name is required");
+    };
+    if event["metadata"]["namespace"].as_str().is_some_and(|n| n != ns) {
+        return status(400, "BadRequest", "the namespace of the Event does not match the path");
+    }
+    if event["involvedObject"]["namespace"].as_str().is_some_and(|n| n != ns) {
+        return status(422, "Invalid", "involvedObject.namespace does not match the Event's namespace");
+    }
+    let mut s = lock(shared);
+    if s.store.get(Kind::Event, ns, &name).is_some() {
+        return status(409, "AlreadyExists", &format!("events \"{name}\" already exists"));
+    }
+    event["metadata"]["namespace"] = ns.into();
+    reply(201, s.store.put(Kind::Event, event))
 }
 
 async fn token_review(req: http::Request<hyper::body::Incoming>, shared: &Mutex<Shared>) -> http::Response<Body> {

@@ -4,12 +4,15 @@
 //! - `GET /api/v1/namespaces/NAME` for the webhook (answers can be made slow or failing, and
 //!   every read is counted, so the webhook's cache and timeouts can be watched);
 //! - list and watch of Namespaces, Services, EndpointSlices, Pods, ConfigMaps, SMI TrafficSplits
-//!   (v1alpha2–v1alpha4) and Gateway API HTTPRoutes (v1; either CRD can be removed, then its
+//!   (v1alpha2–v1alpha4), TrafficTargets (v1alpha3, v1alpha2) and HTTPRouteGroups
+//!   (v1alpha4–v1alpha2), and Gateway API HTTPRoutes (v1; any CRD can be removed, then its
 //!   paths answer 404 as an uninstalled CRD's do), all namespaces or one, with
 //!   resourceVersions, paging (`limit`/`continue`), bookmarks, `timeoutSeconds`, and `410 Gone`
 //!   for a watch from a resourceVersion it no longer has ([`TestApiServer::expire_watches`]);
 //!   Services' EndpointSlices follow their selectors and the pods' readiness by themselves;
-//! - `GET` of one pod, and TokenReview of the service-account tokens it signs
+//! - `POST` of Events (kept, for [`TestApiServer::events`]; a name taken is `409`);
+//! - `GET` of one object (a pod; for `weft check`, the controller's Deployment and the webhook's
+//!   MutatingWebhookConfiguration, stored as given), and TokenReview of the service-account tokens it signs
 //!   ([`TestApiServer::token`]): signature, expiry, audience and the bound pod checked.
 
 mod http;
@@ -171,6 +174,13 @@ impl TestApiServer {
         })
     }
 
+    /// The Events created, oldest first (by resourceVersion).
+    pub fn events(&self) -> Vec<Value> {
+        let mut list = self.lock().store.list(Kind::Event, None);
+        list.sort_by_key(|e| e["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse::<u64>().ok()));
+        list
+    }
+
     /// The current resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.lock().store.resource_version()
@@ -184,7 +194,7 @@ impl TestApiServer {
         s.expiry.send_modify(|e| *e += 1);
     }
 
-    /// Uninstalls a kind's CRD (`TrafficSplit`, `HTTPRoute`): its paths answer 404 from now on.
+    /// Uninstalls a kind's CRD (`TrafficSplit`, `TrafficTarget`, `HTTPRouteGroup`, `HTTPRoute`): its paths answer 404 from now on.
     pub fn remove_kind(&self, kind: &str) {
         self.lock().removed.insert(Kind::from_name(kind).expect("served kind"));
     }
@@ -263,5 +273,27 @@ pub fn http_route(namespace: &str, name: &str, parent: &str, rules: Value) -> Va
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
         "metadata": {"namespace": namespace, "name": name},
         "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": parent, "port": 80}], "rules": rules}
+    })
+}
+
+/// An SMI TrafficTarget (v1alpha3, as Open Service Mesh writes one): `sources` (service accounts
+/// of `namespace`) may call `destination` on the routes of HTTPRouteGroup `group`.
+pub fn traffic_target(namespace: &str, name: &str, destination: &str, group: &str, sources: &[&str]) -> Value {
+    let sources: Vec<Value> =
+        sources.iter().map(|s| json!({"kind": "ServiceAccount", "name": s, "namespace": namespace})).collect();
+    json!({
+        "apiVersion": "access.smi-spec.io/v1alpha3", "kind": "TrafficTarget",
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {"destination": {"kind": "ServiceAccount", "name": destination, "namespace": namespace},
+                 "rules": [{"kind": "HTTPRouteGroup", "name": group}], "sources": sources}
+    })
+}
+
+/// An SMI HTTPRouteGroup (v1alpha4) with `matches` as the API writes them.
+pub fn http_route_group(namespace: &str, name: &str, matches: Value) -> Value {
+    json!({
+        "apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "HTTPRouteGroup",
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {"matches": matches}
     })
 }

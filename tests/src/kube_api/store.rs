@@ -21,9 +21,18 @@ pub enum Kind {
     TrafficSplit,
     /// Gateway API, a CRD the cluster may not have.
     HttpRoute,
+    /// SMI access control, CRDs: served at every version in [`Kind::versions`] unless removed.
+    TrafficTarget,
+    HttpRouteGroup,
+    /// What `weft check` reads of the install: the controller's Deployment and the webhook's
+    /// configuration (cluster-scoped).
+    Deployment,
+    MutatingWebhookConfiguration,
+    /// Events the controller creates (core/v1), kept to be read by tests.
+    Event,
 }
 
-const ALL: [Kind; 7] = [
+const ALL: [Kind; 12] = [
     Kind::Namespace,
     Kind::Service,
     Kind::EndpointSlice,
@@ -31,6 +40,11 @@ const ALL: [Kind; 7] = [
     Kind::ConfigMap,
     Kind::TrafficSplit,
     Kind::HttpRoute,
+    Kind::TrafficTarget,
+    Kind::HttpRouteGroup,
+    Kind::Deployment,
+    Kind::MutatingWebhookConfiguration,
+    Kind::Event,
 ];
 
 impl Kind {
@@ -40,6 +54,10 @@ impl Kind {
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::TrafficSplit => "split.smi-spec.io",
             Kind::HttpRoute => "gateway.networking.k8s.io",
+            Kind::TrafficTarget => "access.smi-spec.io",
+            Kind::HttpRouteGroup => "specs.smi-spec.io",
+            Kind::Deployment => "apps",
+            Kind::MutatingWebhookConfiguration => "admissionregistration.k8s.io",
             _ => "",
         }
     }
@@ -48,6 +66,8 @@ impl Kind {
     pub fn versions(self) -> &'static [&'static str] {
         match self {
             Kind::TrafficSplit => &["v1alpha2", "v1alpha3", "v1alpha4"],
+            Kind::TrafficTarget => &["v1alpha3", "v1alpha2"],
+            Kind::HttpRouteGroup => &["v1alpha4", "v1alpha3", "v1alpha2"],
             _ => &["v1"],
         }
     }
@@ -68,6 +88,11 @@ impl Kind {
             Kind::ConfigMap => "ConfigMap",
             Kind::TrafficSplit => "TrafficSplit",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::TrafficTarget => "TrafficTarget",
+            Kind::HttpRouteGroup => "HTTPRouteGroup",
+            Kind::Deployment => "Deployment",
+            Kind::MutatingWebhookConfiguration => "MutatingWebhookConfiguration",
+            Kind::Event => "Event",
         }
     }
 
@@ -80,11 +105,16 @@ impl Kind {
             Kind::ConfigMap => "configmaps",
             Kind::TrafficSplit => "trafficsplits",
             Kind::HttpRoute => "httproutes",
+            Kind::TrafficTarget => "traffictargets",
+            Kind::HttpRouteGroup => "httproutegroups",
+            Kind::Deployment => "deployments",
+            Kind::MutatingWebhookConfiguration => "mutatingwebhookconfigurations",
+            Kind::Event => "events",
         }
     }
 
     pub fn namespaced(self) -> bool {
-        self != Kind::Namespace
+        !matches!(self, Kind::Namespace | Kind::MutatingWebhookConfiguration)
     }
 
     pub fn from_name(kind: &str) -> Option<Self> {

@@ -6,7 +6,11 @@
 //! Part 2 (issue #12), against the test API server (`api_*`): the server itself through the real
 //! kube client, identities from service-account tokens, and two controller replicas with one
 //! killed under load.
+//!
+//! Part 3 (issue #13): policy from the API — TrafficSplits, HTTPRoutes, the `weft-mesh`
+//! ConfigMap (`api_policy`), SMI access control (`api_access`) — and `weft check` (`check`).
 
+mod api_access;
 mod api_identity;
 mod api_lab;
 mod api_policy;
@@ -14,6 +18,7 @@ mod api_replicas;
 mod api_server;
 mod check;
 mod cluster;
+mod crds;
 mod golden;
 mod install;
 mod pods;

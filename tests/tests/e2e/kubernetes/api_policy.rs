@@ -162,6 +162,17 @@ fn test_api_server_a_broken_config_map_edit_is_rejected_and_traffic_keeps_its_po
     let state = lab.state();
     let problems = state["config"]["rejected"].to_string();
     assert!(problems.contains("percent"), "{state}");
+    // And a Warning Event on the ConfigMap, as `kubectl describe configmap` shows.
+    eventually("the rejection is an Event", Duration::from_secs(5), || {
+        c.api.events().iter().any(|e| {
+            e["reason"] == "ConfigRejected"
+                && e["type"] == "Warning"
+                && e["involvedObject"]["kind"] == "ConfigMap"
+                && e["involvedObject"]["name"] == "weft-mesh"
+                && e["metadata"]["namespace"] == "weft-system"
+                && e["message"].as_str().is_some_and(|m| m.contains("percent"))
+        })
+    });
     lab.all_from("primary", 20);
 
     // Invalid YAML too; then a good edit clears the rejection.
@@ -207,6 +218,14 @@ fn test_api_server_an_http_route_wins_over_the_split_and_routes_as_written() {
             && f["service"] == "shop/bar")),
         "the TrafficSplit is reported as overridden: {findings}"
     );
+    eventually("the override is an Event on the TrafficSplit", Duration::from_secs(5), || {
+        c.api.events().iter().any(|e| {
+            e["reason"] == "PolicyOverridden"
+                && e["involvedObject"]["kind"] == "TrafficSplit"
+                && e["involvedObject"]["name"] == "bar"
+                && e["metadata"]["namespace"] == NS
+        })
+    });
 
     // The header match: the canary answers after 300 ms; with the header the route's 100 ms wins.
     let (code, _) =

@@ -24,6 +24,9 @@ fn install_is_byte_stable_and_complete() {
     assert_eq!(
         kinds,
         [
+            "CustomResourceDefinition/trafficsplits.split.smi-spec.io",
+            "CustomResourceDefinition/traffictargets.access.smi-spec.io",
+            "CustomResourceDefinition/httproutegroups.specs.smi-spec.io",
             "Namespace/weft-system",
             "ServiceAccount/weft-controller",
             "ClusterRole/weft-controller",
@@ -41,9 +44,14 @@ fn install_is_byte_stable_and_complete() {
         ]
     );
     let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap();
+    // Where another install owns the SMI CRDs, they can be left out.
+    let without = weft(&["install", "--ca-dir", &ca, "--smi-crds", "false"], None);
+    assert_eq!(without.code, 0, "{}", without.stderr);
+    assert_eq!(yaml_docs(&without.stdout).len(), docs.len() - 3);
+    assert!(!without.stdout.contains("CustomResourceDefinition"));
     // The least RBAC: reading namespaces (the webhook); watching Services, EndpointSlices and
-    // Pods, reading a pod, reviewing tokens, watching TrafficSplits and HTTPRoutes (Kubernetes
-    // mode); nothing else.
+    // Pods, reading a pod, reviewing tokens, watching TrafficSplits, TrafficTargets,
+    // HTTPRouteGroups and HTTPRoutes (Kubernetes mode); nothing else.
     assert_eq!(
         find("ClusterRole")["rules"],
         serde_json::json!([
@@ -53,7 +61,10 @@ fn install_is_byte_stable_and_complete() {
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
             {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
             {"apiGroups": ["split.smi-spec.io"], "resources": ["trafficsplits"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"], "verbs": ["list", "watch"]}
+            {"apiGroups": ["access.smi-spec.io"], "resources": ["traffictargets"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["specs.smi-spec.io"], "resources": ["httproutegroups"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}
         ])
     );
     // The mesh file's ConfigMap is watched through a Role in weft-system: no other namespace's.

@@ -37,9 +37,12 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// Runs `weft` with `args`; the caller's `$KUBECONFIG` is not passed on (`weft check` would read
+/// that cluster), so a test names its kubeconfig when it wants one.
 pub fn weft(args: &[&str], stdin: Option<&str>) -> Run {
     let mut child = Command::new(bin("weft"))
         .args(args)
+        .env_remove("KUBECONFIG")
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
