@@ -37,6 +37,8 @@ pub(crate) struct Plan<'a> {
     pub expiry: ProxyError,
     /// Tells whether the caller's own body failed an attempt.
     pub client: ClientBodyWatch,
+    /// The route's own split (empty: the service's).
+    pub split: &'a [(String, u32)],
 }
 
 /// The body of each attempt: sent once, or kept for replay.
@@ -94,8 +96,8 @@ where
         if plan.deadline.is_some_and(|d| d <= now) {
             return Err(plan.expiry.clone());
         }
-        let pick =
-            route::pick(svc, plan.target, now, avoid).ok_or_else(|| ProxyError::NoEndpoints(svc.name.clone()))?;
+        let pick = route::pick(svc, plan.target, now, avoid, plan.split)
+            .ok_or_else(|| ProxyError::NoEndpoints(svc.name.clone()))?;
         let per_try = plan.retries.and_then(|r| r.per_try_timeout).map(|t| now + t);
         let try_deadline = match (plan.deadline, per_try) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -259,6 +261,7 @@ mod tests {
             deadline,
             expiry: ProxyError::DeadlineExceeded,
             client: ClientBodyWatch::default(),
+            split: &[],
         }
     }
 

@@ -47,7 +47,8 @@ impl Target {
 }
 
 /// The policy of a service the proxy has no policy for yet: nothing configured, nothing assumed.
-static NO_POLICY: RoutePolicy = RoutePolicy { timeout: None, retries: None, retryable: false, faults: Faults::NONE };
+static NO_POLICY: RoutePolicy =
+    RoutePolicy { timeout: None, retries: None, retryable: false, faults: Faults::NONE, split: Vec::new() };
 
 /// The target's service, as the snapshot knows it.
 pub(crate) fn service(snapshot: &Snapshot, target: &Target) -> Result<Arc<Service>, ProxyError> {
@@ -85,11 +86,18 @@ impl Pick {
 }
 
 /// Chooses the endpoint: the pinned one (transparent, an endpoint's IP) or the balancer's pick
-/// (skipping `avoid`, the previous attempt's, when there is another).
-pub(crate) fn pick(svc: &Service, target: &Target, now: Instant, avoid: Option<SocketAddr>) -> Option<Pick> {
+/// (skipping `avoid`, the previous attempt's, when there is another), weighted by the route's own
+/// split when it has one (`split`; empty: the service's).
+pub(crate) fn pick(
+    svc: &Service,
+    target: &Target,
+    now: Instant,
+    avoid: Option<SocketAddr>,
+    split: &[(String, u32)],
+) -> Option<Pick> {
     let (endpoint, via) = match target.endpoint {
         Some(dst) => (svc.endpoint_at(dst.ip())?, Some(dst.ip())),
-        None => (svc.choose(now, avoid)?, None),
+        None => (svc.choose_with(now, avoid, split)?, None),
     };
     let port = dst_port(target, svc, &endpoint);
     Some(Pick { endpoint, via, port })
@@ -158,11 +166,11 @@ mod tests {
     async fn explicit_callers_ask_for_the_first_target_port_else_the_app_port() {
         let snap = snapshot(true, &[("10.0.0.2:4143", &[9000], &[])]);
         let svc = service(&snap, &target(None, None)).unwrap();
-        let p = pick(&svc, &target(None, None), Instant::now(), None).unwrap();
+        let p = pick(&svc, &target(None, None), Instant::now(), None, &[]).unwrap();
         assert_eq!((p.endpoint.addr, p.port), ("10.0.0.2:4143".parse().unwrap(), 8080));
         let bare = snapshot(false, &[("10.0.0.2:4143", &[9000], &[])]);
         let svc = service(&bare, &target(None, None)).unwrap();
-        assert_eq!(pick(&svc, &target(None, None), Instant::now(), None).unwrap().port, 9000);
+        assert_eq!(pick(&svc, &target(None, None), Instant::now(), None, &[]).unwrap().port, 9000);
     }
 
     #[tokio::test(start_paused = true)]
@@ -170,11 +178,11 @@ mod tests {
         let snap = snapshot(true, &[("10.0.0.2:4143", &[], &[]), ("10.0.0.3:4143", &[], &[])]);
         let t = target(Some(80), None);
         let svc = service(&snap, &t).unwrap();
-        let p = pick(&svc, &t, Instant::now(), None).unwrap();
+        let p = pick(&svc, &t, Instant::now(), None, &[]).unwrap();
         assert_eq!(p.port, 8080);
         // A retry avoids the endpoint that just failed.
         for _ in 0..20 {
-            let again = pick(&svc, &t, Instant::now(), Some(p.endpoint.addr)).unwrap();
+            let again = pick(&svc, &t, Instant::now(), Some(p.endpoint.addr), &[]).unwrap();
             assert_ne!(again.endpoint.addr, p.endpoint.addr);
         }
     }
@@ -185,13 +193,13 @@ mod tests {
         let t = target(Some(8080), Some("10.0.0.3:8080"));
         let svc = service(&snap, &t).unwrap();
         for _ in 0..20 {
-            let p = pick(&svc, &t, Instant::now(), Some("10.0.0.3:4143".parse().unwrap())).unwrap();
+            let p = pick(&svc, &t, Instant::now(), Some("10.0.0.3:4143".parse().unwrap()), &[]).unwrap();
             assert_eq!(p.endpoint.addr, "10.0.0.3:4143".parse().unwrap(), "even on a retry");
             assert_eq!(p.port, 8080, "the original port, not mapped");
         }
         // The pod left: no endpoint, rather than another pod the app did not ask for.
         let gone = target(Some(8080), Some("10.0.0.9:8080"));
-        assert!(pick(&svc, &gone, Instant::now(), None).is_none());
+        assert!(pick(&svc, &gone, Instant::now(), None, &[]).is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -199,10 +207,10 @@ mod tests {
         let snap = snapshot(true, &[("[fd00::2]:4143", &[], &["10.0.0.2"])]);
         let t = target(Some(8080), Some("10.0.0.2:8080"));
         let svc = service(&snap, &t).unwrap();
-        let p = pick(&svc, &t, Instant::now(), None).unwrap();
+        let p = pick(&svc, &t, Instant::now(), None, &[]).unwrap();
         assert_eq!(p.dial().0, "10.0.0.2:4143".parse().unwrap());
         let v6 = target(Some(8080), Some("[fd00::2]:8080"));
-        assert_eq!(pick(&svc, &v6, Instant::now(), None).unwrap().dial().0, "[fd00::2]:4143".parse().unwrap());
+        assert_eq!(pick(&svc, &v6, Instant::now(), None, &[]).unwrap().dial().0, "[fd00::2]:4143".parse().unwrap());
     }
 
     #[test]

@@ -349,6 +349,7 @@ impl RouteFields {
             retries: self.retries,
             retryable: self.retryable.unwrap_or(false),
             faults: self.faults,
+            split: Vec::new(),
         }
     }
 }

@@ -131,29 +131,35 @@ pub fn apply(
         }
         let namespace = key.split_once('/').map_or("", |(ns, _)| ns).to_string();
 
-        // Weighted backends: the HTTPRoute's, else the TrafficSplit's.
-        let mut backends: Option<(Vec<Backend>, String)> = None;
+        // Weighted backends: the HTTPRoute's, else the TrafficSplit's. `labelled`: every backend
+        // whose endpoints join the root's (a route's rules may each name their own).
+        let mut backends: Option<Backends> = None;
+        let mut route_default: Option<Vec<Backend>> = None;
         if let Some(r) = route {
             let (chosen, notes) = route_backends(r, &key);
             for n in notes {
                 finding(&key, FindingKind::Unsupported, r.describe(), n);
             }
-            if let Some(chosen) = chosen {
-                backends = Some((chosen, r.describe()));
+            if let Some((default, labelled)) = chosen {
+                route_default = Some(default.clone());
+                backends = Some(Backends { default, labelled, winner: r.describe() });
             }
         }
         if let Some(s) = split {
             match &backends {
-                Some((_, winner)) => finding(
+                Some(b) => finding(
                     &key,
                     FindingKind::Overridden,
                     s.describe(),
-                    format!("{winner} sets this Service's backends; an HTTPRoute wins over a TrafficSplit"),
+                    format!("{} sets this Service's backends; an HTTPRoute wins over a TrafficSplit", b.winner),
                 ),
-                None => backends = Some((s.backends.clone(), s.describe())),
+                None => {
+                    let (default, labelled) = (s.backends.clone(), s.backends.clone());
+                    backends = Some(Backends { default, labelled, winner: s.describe() });
+                }
             }
         }
-        if let Some((list, winner)) = &backends {
+        if let Some(Backends { labelled: list, winner, .. }) = &backends {
             for b in list {
                 let bkey = format!("{namespace}/{}", b.service);
                 if !services.contains_key(&bkey) {
@@ -167,16 +173,17 @@ pub fn apply(
             }
         }
         let Some(policy) = services.get_mut(&key) else { continue };
-        if let Some((list, winner)) = backends {
+        if let Some(b) = backends {
             if !policy.split.is_empty() {
                 finding(
                     &key,
                     FindingKind::Overridden,
                     MESH_FILE.into(),
-                    format!("the file's split by version is replaced by {winner}'s backends"),
+                    format!("the file's split by version is replaced by {}'s backends", b.winner),
                 );
             }
-            split_over(&key, &list, policy, endpoints);
+            split_over(&key, &b.labelled, policy, endpoints);
+            policy.split = weights(&b.default);
         }
 
         // Matches and timeouts: the HTTPRoute's rules.
@@ -193,6 +200,13 @@ pub fn apply(
                     let mut p = base.clone();
                     if let Some(t) = rule.timeout_ms {
                         p.timeout_ms = t;
+                    }
+                    // A rule with backends of its own routes to them (a header-matched canary).
+                    if route_default
+                        .as_ref()
+                        .is_some_and(|d| !rule.backends.is_empty() && !same_backends(&rule.backends, d))
+                    {
+                        p.split = weights(&rule.backends);
                     }
                     new_routes.push(pb::Route { r#match: Some(to_pb(m)), policy: Some(p) });
                 }
@@ -239,39 +253,50 @@ pub fn apply(
     out
 }
 
-/// The backends one split can carry: those of every rule, when the rules agree; else those of
-/// the catch-all rule (or the first rule that names any), and a note for each rule that differs.
+/// Weighted backends as merged: the default set, and every backend whose endpoints are labelled.
+struct Backends {
+    default: Vec<Backend>,
+    labelled: Vec<Backend>,
+    winner: String,
+}
+
+/// A route's backends: the default set (the catch-all rule's, else the first rule's that names
+/// any) and every backend any rule names; a rule whose set differs gets a split of its own on its
+/// route. A second catch-all rule with other backends cannot be carried (one default): noted.
 /// None: the route leaves the backends alone (only the parent itself, or none named).
-fn route_backends(r: &HttpRouteRecord, key: &str) -> (Option<Vec<Backend>>, Vec<String>) {
-    let with: Vec<(usize, &Vec<Backend>)> = r
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, rule)| !rule.backends.is_empty())
-        .map(|(i, rl)| (i, &rl.backends))
-        .collect();
+fn route_backends(r: &HttpRouteRecord, key: &str) -> (Option<(Vec<Backend>, Vec<Backend>)>, Vec<String>) {
+    let with: Vec<(usize, &crate::policy::http_route::Rule)> =
+        r.rules.iter().enumerate().filter(|(_, rule)| !rule.backends.is_empty()).collect();
     let Some(&(first, _)) = with.first() else { return (None, Vec::new()) };
-    let chosen = r
-        .rules
-        .iter()
-        .enumerate()
-        .find(|(_, rl)| !rl.backends.is_empty() && rl.matches.iter().any(Match::is_catch_all))
-        .map_or(first, |(i, _)| i);
-    let set = &r.rules[chosen].backends;
+    let catch_all = |rl: &crate::policy::http_route::Rule| rl.matches.iter().any(Match::is_catch_all);
+    let chosen = with.iter().find(|(_, rl)| catch_all(rl)).map_or(first, |(i, _)| *i);
+    let default = &r.rules[chosen].backends;
     let notes = with
         .iter()
-        .filter(|(_, b)| !same_backends(b, set))
-        .map(|(i, b)| {
+        .filter(|(i, rl)| *i != chosen && catch_all(rl) && !same_backends(&rl.backends, default))
+        .map(|(i, rl)| {
             format!(
-                "spec.rules[{i}] sends to {} but the proxy carries one split per Service: it gets rule {chosen}'s ({})",
-                names(b),
-                names(set)
+                "spec.rules[{i}] matches everything and sends to {}, but rule {chosen} already sets the default ({})",
+                names(&rl.backends),
+                names(default)
             )
         })
         .collect();
+    let mut labelled: Vec<Backend> = Vec::new();
+    for (_, rl) in &with {
+        for b in &rl.backends {
+            if !labelled.iter().any(|l| l.service == b.service) {
+                labelled.push(b.clone());
+            }
+        }
+    }
     let parent = key.split_once('/').map_or(key, |(_, n)| n);
-    let only_parent = set.len() == 1 && set[0].service == parent;
-    ((!only_parent).then(|| set.clone()), notes)
+    let only_parent = labelled.len() == 1 && labelled[0].service == parent;
+    ((!only_parent).then(|| (default.clone(), labelled)), notes)
+}
+
+fn weights(list: &[Backend]) -> Vec<pb::SplitWeight> {
+    list.iter().map(|b| pb::SplitWeight { version: b.service.clone(), weight: b.weight }).collect()
 }
 
 fn same_backends(a: &[Backend], b: &[Backend]) -> bool {
@@ -316,5 +341,4 @@ fn split_over(
     }
     list.sort_by(|a, b| (&a.address, &a.instance).cmp(&(&b.address, &b.instance)));
     endpoints.insert(key.to_string(), list);
-    policy.split = backends.iter().map(|b| pb::SplitWeight { version: b.service.clone(), weight: b.weight }).collect();
 }

@@ -179,8 +179,8 @@ fn route_matches_and_timeouts_replace_the_files_and_keep_its_retries() {
 }
 
 #[test]
-fn rules_with_different_backends_get_one_split_and_a_finding() {
-    let (s, _, f) = run(ApiPolicy {
+fn a_rule_with_backends_of_its_own_routes_to_them() {
+    let (s, e, f) = run(ApiPolicy {
         routes: vec![route(
             "bar",
             "2025-01-01T00:00:00Z",
@@ -192,8 +192,38 @@ fn rules_with_different_backends_get_one_split_and_a_finding() {
         )],
         ..Default::default()
     });
-    assert_eq!(weights(&s["shop/bar"]), [("bar-primary".into(), 100)], "the catch-all rule's backends");
-    assert!(has(&f, FindingKind::Unsupported, "HTTPRoute shop/bar", "spec.rules[0] sends to bar-canary=1"));
+    let bar = &s["shop/bar"];
+    assert_eq!(weights(bar), [("bar-primary".into(), 100)], "the catch-all rule's backends are the default");
+    let canary = bar.routes[0].policy.as_ref().unwrap();
+    assert_eq!(bar.routes[0].r#match.as_ref().unwrap().headers["x-canary"], "1");
+    assert_eq!(
+        canary.split.iter().map(|w| (w.version.clone(), w.weight)).collect::<Vec<_>>(),
+        [("bar-canary".to_string(), 1)],
+        "the header's rule has its own split"
+    );
+    let versions: BTreeMap<String, String> =
+        e["shop/bar"].iter().map(|e| (e.instance.clone(), e.version.clone())).collect();
+    assert_eq!(versions["bar-canary-1"], "bar-canary", "both backends' endpoints are labelled: {versions:?}");
+    assert_eq!(versions["bar-primary-1"], "bar-primary");
+    assert!(!f.iter().any(|f| f.kind == FindingKind::Unsupported), "nothing left out: {f:?}");
+}
+
+#[test]
+fn a_second_catch_all_rule_with_other_backends_is_reported() {
+    let (s, _, f) = run(ApiPolicy {
+        routes: vec![route(
+            "bar",
+            "2025-01-01T00:00:00Z",
+            "bar",
+            json!([
+                {"backendRefs": [{"name": "bar-primary", "weight": 100}]},
+                {"matches": [{}], "backendRefs": [{"name": "bar-canary"}]}
+            ]),
+        )],
+        ..Default::default()
+    });
+    assert_eq!(weights(&s["shop/bar"]), [("bar-primary".into(), 100)], "the first catch-all rule's backends");
+    assert!(has(&f, FindingKind::Unsupported, "HTTPRoute shop/bar", "spec.rules[1] matches everything"));
 }
 
 #[test]

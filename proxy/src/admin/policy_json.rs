@@ -46,6 +46,10 @@ fn route_fields(out: &mut Map<String, Value>, r: Option<&pb::RoutePolicy>) {
     out.insert("retries".into(), r.retries.as_ref().map_or(Value::Null, retries));
     out.insert("retryable".into(), json!(r.retryable));
     out.insert("faults".into(), r.faults.as_ref().map_or(Value::Null, faults));
+    if !r.split.is_empty() {
+        let split: Map<String, Value> = r.split.iter().map(|s| (s.version.clone(), json!(s.weight))).collect();
+        out.insert("split".into(), Value::Object(split));
+    }
 }
 
 fn retries(r: &pb::RetryPolicy) -> Value {

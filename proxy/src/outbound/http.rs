@@ -112,7 +112,8 @@ async fn proxy(
     if let Some(r) = retries {
         svc.runtime.budget.deposit(&r.budget, started);
     }
-    let plan = Plan { svc: &svc, target, retries, replayable: idempotent || route.retryable, deadline, expiry, client };
+    let replayable = idempotent || route.retryable;
+    let plan = Plan { svc: &svc, target, retries, replayable, deadline, expiry, client, split: &route.split };
     // Headers are copied only when another attempt may need them.
     let mut headers = Some(std::mem::take(&mut parts.headers));
     let keep_headers = retries.is_some();

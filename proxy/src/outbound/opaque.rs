@@ -48,7 +48,7 @@ where
     let idle = ctx.cfg.tcp_idle_timeout;
     let mut avoid = None;
     for _ in 0..CONNECT_ATTEMPTS {
-        let Some(pick) = route::pick(&svc, target, Instant::now(), avoid) else {
+        let Some(pick) = route::pick(&svc, target, Instant::now(), avoid, &[]) else {
             crate::respond::close(&ctx.metrics, "outbound", &ProxyError::NoEndpoints(svc.key.clone()), "the app");
             return None;
         };

@@ -23,7 +23,8 @@ pub async fn handle(
 ) -> Result<Response<Body>, ProxyError> {
     let started = Instant::now();
     let svc = route::service(&ctx.view(), target)?;
-    let timeout = route::route_policy(&svc, req.method(), req.uri(), req.headers()).timeout;
+    let route = route::route_policy(&svc, req.method(), req.uri(), req.headers());
+    let timeout = route.timeout;
     let app_deadline = deadline::from_app(req.headers(), started, deadline::unix_now_ms());
     let until = deadline::effective(timeout, app_deadline, started);
     let breaker_cfg = svc.breaker_config();
@@ -31,7 +32,8 @@ pub async fn handle(
         ctx.metrics.breaker_rejections.with(&[&svc.name, &svc.namespace, o.label()]).inc();
         ProxyError::Overloaded(o.label())
     })?;
-    let pick = route::pick(&svc, target, started, None).ok_or_else(|| ProxyError::NoEndpoints(svc.key.clone()))?;
+    let pick = route::pick(&svc, target, started, None, &route.split)
+        .ok_or_else(|| ProxyError::NoEndpoints(svc.key.clone()))?;
     let (ep, port) = (pick.endpoint.clone(), pick.port);
     let connect_and_forward = async {
         match &ep.identity {

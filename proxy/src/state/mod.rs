@@ -77,8 +77,22 @@ impl Service {
     /// healthy), then the traffic split among the versions those cover, then P2C; `avoid` is
     /// skipped when another choice exists (a retry goes elsewhere if it can).
     pub fn choose(&self, now: Instant, avoid: Option<SocketAddr>) -> Option<Arc<Endpoint>> {
+        self.choose_with(now, avoid, &[])
+    }
+
+    /// As `choose`, with a route's own split over the version labels (empty: the service's).
+    pub fn choose_with(
+        &self,
+        now: Instant,
+        avoid: Option<SocketAddr>,
+        split: &[(String, u32)],
+    ) -> Option<Arc<Endpoint>> {
+        let split = match (split, &self.policy) {
+            ([], Some(p)) => p.split.as_slice(),
+            (route, _) => route,
+        };
         // The common case — no split, not a retry, nothing ejected — picks without allocating.
-        let no_split = self.policy.as_ref().is_none_or(|p| p.split.is_empty());
+        let no_split = split.is_empty();
         if no_split && avoid.is_none() && !self.endpoints.iter().any(|e| e.outlier.maybe_ejected()) {
             return crate::state::endpoint::p2c_slice(&self.endpoints, now).cloned();
         }
@@ -91,10 +105,7 @@ impl Service {
         let usable = if healthy.len() * 2 < all.len() { all } else { healthy };
         // The split picks among versions that still have usable endpoints, so an ejected canary
         // sends its share to the others.
-        let mut candidates = match self.policy.as_ref().filter(|p| !p.split.is_empty()) {
-            Some(p) => split_pool(&usable, &p.split),
-            None => usable,
-        };
+        let mut candidates = if split.is_empty() { usable } else { split_pool(&usable, split) };
         if let Some(a) = avoid {
             if candidates.iter().any(|e| e.addr != a) {
                 candidates.retain(|e| e.addr != a);

@@ -77,6 +77,8 @@ pub struct RoutePolicy {
     pub retries: Option<RetryConfig>,
     pub retryable: bool,
     pub faults: Faults,
+    /// This route's own split over the service's version labels; empty: the service's.
+    pub split: Vec<(String, u32)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -257,6 +259,7 @@ impl Policy {
                 retries,
                 retryable: r.retryable,
                 faults,
+                split: r.split.iter().map(|s| (s.version.clone(), s.weight)).collect(),
             })
         };
         let default_route = compile_route(&src.default_route.clone().unwrap_or_default())?;

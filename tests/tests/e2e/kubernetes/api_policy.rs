@@ -1,7 +1,8 @@
 //! Test API server: traffic policy from the API. A TrafficSplit edit moves live traffic between
 //! a primary and a canary within a second without one failed request; a broken edit of the
 //! `weft-mesh` ConfigMap is rejected and traffic keeps its policy; an HTTPRoute's weights win over
-//! the TrafficSplit and its header match gets the timeout written for it. Real replicas, real
+//! the TrafficSplit, its header match gets the timeout written for it, and a rule with backends of
+//! its own sends its matches there. Real replicas, real
 //! transparent proxies in network-namespace pods, the test API server as the API. Needs root.
 
 use std::time::{Duration, Instant};
@@ -244,5 +245,21 @@ fn test_api_server_an_http_route_wins_over_the_split_and_routes_as_written() {
     println!("HTTPRoute against the test API server: over a TrafficSplit in {moved:.2?}; weight change in {back:.2?}");
     for (what, took) in [("the route", moved), ("the weight change", back)] {
         assert!(took < Duration::from_secs(1), "{what} took {took:?}");
+    }
+
+    // A rule with backends of its own: `x-canary: yes` goes to the canary, the rest to the primary.
+    c.api.update("HTTPRoute", NS, "bar", |r| {
+        r["spec"]["rules"] = json!([
+            {"matches": [{"headers": [{"name": "x-canary", "value": "yes"}]}],
+             "backendRefs": [{"name": "bar-canary", "port": 80}]},
+            {"backendRefs": [{"name": "bar-primary", "port": 80}]}
+        ])
+    });
+    eventually("the header's rule sends to the canary", Duration::from_secs(5), || {
+        lab.call(&["x-canary: yes"]) == "canary"
+    });
+    for _ in 0..10 {
+        assert_eq!(lab.call(&["x-canary: yes"]), "canary", "with the header: its rule's backend");
+        assert_eq!(lab.call(&[]), "primary", "without: the catch-all rule's");
     }
 }
