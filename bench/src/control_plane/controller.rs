@@ -63,24 +63,30 @@ impl ControllerSpec {
         let mut proc = Proc::spawn(name, cmd, self.log_dir.join(format!("{name}.log")))?;
         let born = Mark { at: started, ticks: 0 };
         let sampler = Sampler::start(proc.pid())?;
-        let url = format!("http://{}/ready", self.admin);
-        loop {
-            proc.check_running()?;
-            let u = url.clone();
-            let ok = tokio::task::spawn_blocking(move || crate::probe::get(&u, Duration::from_secs(2)))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .is_some_and(|(status, _)| status == 200);
-            if ok {
-                break;
-            }
-            if started.elapsed() > READY_TIMEOUT {
-                anyhow::bail!("{name} not ready after {READY_TIMEOUT:?}; log:\n{}", proc.log_tail(20));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_ready(&mut proc, &format!("http://{}/ready", self.admin), READY_TIMEOUT).await?;
         Ok(Controller { proc, sampler, startup: started.elapsed(), born })
+    }
+}
+
+/// Polls `url` until it answers 200, failing with the log's tail if the process exits or
+/// `timeout` passes.
+pub async fn wait_ready(proc: &mut Proc, url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        proc.check_running()?;
+        let u = url.to_string();
+        let ok = tokio::task::spawn_blocking(move || crate::probe::get(&u, Duration::from_secs(2)))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .is_some_and(|(status, _)| status == 200);
+        if ok {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            anyhow::bail!("{} not ready after {timeout:?}; log:\n{}", proc.name, proc.log_tail(20));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::pki::BenchPki;
 use crate::procs::Proc;
@@ -45,24 +45,8 @@ impl RealProxy {
             cmd.args(["--upstream", &format!("{u}=127.0.0.1:{}", port()?)]);
         }
         let mut proc = Proc::spawn("weft-proxy", cmd, log_dir.join("real-proxy.log"))?;
-        let url = format!("http://127.0.0.1:{admin}/ready");
-        let started = Instant::now();
-        loop {
-            proc.check_running()?;
-            let u = url.clone();
-            let ready = tokio::task::spawn_blocking(move || crate::probe::get(&u, Duration::from_secs(2)))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .is_some_and(|(status, _)| status == 200);
-            if ready {
-                return Ok(Self { proc });
-            }
-            if started.elapsed() > READY_TIMEOUT {
-                anyhow::bail!("the real weft-proxy was not ready after {READY_TIMEOUT:?}:\n{}", proc.log_tail(20));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        super::controller::wait_ready(&mut proc, &format!("http://127.0.0.1:{admin}/ready"), READY_TIMEOUT).await?;
+        Ok(Self { proc })
     }
 
     /// Its VmRSS now, in bytes.

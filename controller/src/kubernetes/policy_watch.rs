@@ -133,58 +133,70 @@ pub fn spawn_policy_watchers(
     shared: &Arc<Shared>,
     tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
 ) {
-    let (c, s) = (client.clone(), shared.clone());
-    tasks.spawn(async move {
-        let k = CustomKind {
+    fn spawn<R: PartialEq + Send + 'static>(
+        tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+        client: &kube::Client,
+        shared: &Arc<Shared>,
+        k: CustomKind<R>,
+    ) {
+        let (c, s) = (client.clone(), shared.clone());
+        tasks.spawn(async move {
+            watch_custom(c, s, k).await;
+            Ok(())
+        });
+    }
+    spawn(
+        tasks,
+        client,
+        shared,
+        CustomKind {
             kind: "TrafficSplit",
             group: traffic_split::GROUP,
             versions: &traffic_split::VERSIONS,
             plural: traffic_split::PLURAL,
             convert: TrafficSplitRecord::from_json,
             apply: ClusterIndex::split,
-        };
-        watch_custom(c, s, k).await;
-        Ok(())
-    });
-    let (c, s) = (client.clone(), shared.clone());
-    tasks.spawn(async move {
-        let k = CustomKind {
+        },
+    );
+    spawn(
+        tasks,
+        client,
+        shared,
+        CustomKind {
             kind: "HTTPRoute",
             group: http_route::GROUP,
             versions: &http_route::VERSIONS,
             plural: http_route::PLURAL,
             convert: HttpRouteRecord::from_json,
             apply: ClusterIndex::http_route,
-        };
-        watch_custom(c, s, k).await;
-        Ok(())
-    });
-    let (c, s) = (client.clone(), shared.clone());
-    tasks.spawn(async move {
-        let k = CustomKind {
+        },
+    );
+    spawn(
+        tasks,
+        client,
+        shared,
+        CustomKind {
             kind: "TrafficTarget",
             group: traffic_target::GROUP,
             versions: &traffic_target::VERSIONS,
             plural: traffic_target::PLURAL,
             convert: TrafficTargetRecord::from_json,
             apply: ClusterIndex::traffic_target,
-        };
-        watch_custom(c, s, k).await;
-        Ok(())
-    });
-    let (c, s) = (client.clone(), shared.clone());
-    tasks.spawn(async move {
-        let k = CustomKind {
+        },
+    );
+    spawn(
+        tasks,
+        client,
+        shared,
+        CustomKind {
             kind: "HTTPRouteGroup",
             group: traffic_target::ROUTE_GROUP_GROUP,
             versions: &traffic_target::ROUTE_GROUP_VERSIONS,
             plural: traffic_target::ROUTE_GROUP_PLURAL,
             convert: HttpRouteGroupRecord::from_json,
             apply: ClusterIndex::route_group,
-        };
-        watch_custom(c, s, k).await;
-        Ok(())
-    });
+        },
+    );
 }
 
 /// Watches the `weft-mesh` ConfigMap in the controller's namespace for the life of the

@@ -140,9 +140,9 @@ pub fn apply(
             for n in notes {
                 finding(&key, FindingKind::Unsupported, r.describe(), n);
             }
-            if let Some((default, labelled)) = chosen {
-                route_default = Some(default.clone());
-                backends = Some(Backends { default, labelled, winner: r.describe() });
+            if let Some(b) = chosen {
+                route_default = Some(b.default.clone());
+                backends = Some(b);
             }
         }
         if let Some(s) = split {
@@ -264,7 +264,7 @@ struct Backends {
 /// any) and every backend any rule names; a rule whose set differs gets a split of its own on its
 /// route. A second catch-all rule with other backends cannot be carried (one default): noted.
 /// None: the route leaves the backends alone (only the parent itself, or none named).
-fn route_backends(r: &HttpRouteRecord, key: &str) -> (Option<(Vec<Backend>, Vec<Backend>)>, Vec<String>) {
+fn route_backends(r: &HttpRouteRecord, key: &str) -> (Option<Backends>, Vec<String>) {
     let with: Vec<(usize, &crate::policy::http_route::Rule)> =
         r.rules.iter().enumerate().filter(|(_, rule)| !rule.backends.is_empty()).collect();
     let Some(&(first, _)) = with.first() else { return (None, Vec::new()) };
@@ -292,7 +292,7 @@ fn route_backends(r: &HttpRouteRecord, key: &str) -> (Option<(Vec<Backend>, Vec<
     }
     let parent = key.split_once('/').map_or(key, |(_, n)| n);
     let only_parent = labelled.len() == 1 && labelled[0].service == parent;
-    ((!only_parent).then(|| (default.clone(), labelled)), notes)
+    ((!only_parent).then(|| Backends { default: default.clone(), labelled, winner: r.describe() }), notes)
 }
 
 fn weights(list: &[Backend]) -> Vec<pb::SplitWeight> {
