@@ -31,7 +31,8 @@ if [ "$(ulimit -n)" -lt "$NEED" ]; then
 fi
 rm -rf "$OUT" && mkdir -p "$OUT" && cd "$OUT"
 
-controller_extra=(--cert-ttl 4m)
+# Certificates live WEFT_SOAK_CERT_TTL (default 4m): each proxy renews at half-life.
+controller_extra=(--cert-ttl "${WEFT_SOAK_CERT_TTL:-4m}")
 # shellcheck source=weft-pair.sh
 . "$SCRIPTS/weft-pair.sh"
 start_proxies --
