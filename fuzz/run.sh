@@ -19,7 +19,7 @@ features=${WEFT_FUZZ_FEATURES:-$default_features}
 declare -A crate_of=(
   [detect]=proxy [preamble]=proxy [inbound_headers]=proxy [deadline]=proxy [discovery]=proxy
   [der]=certs [spiffe]=certs [token]=certs [csr]=certs
-  [mesh]=controller [snapshot]=controller
+  [mesh]=controller [snapshot]=controller [session]=controller
 )
 if [ ${#targets[@]} -eq 0 ]; then
   for t in $(printf '%s\n' "${!crate_of[@]}" | sort); do

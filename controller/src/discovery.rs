@@ -26,6 +26,14 @@ use crate::state::MeshState;
 /// How long a new stream may take to send its first (registration) message.
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The services one proxy may subscribe to: a mesh's worth, while a proxy that asks for more
+/// (buggy or hostile) cannot grow its session's state without bound.
+pub const MAX_SUBSCRIPTIONS: usize = 10_000;
+
+/// Responses a session remembers while the proxy has not answered them; an answer to an older
+/// one is stale. A proxy answers each at once, so this only bounds one that never does.
+pub const MAX_PENDING_RESPONSES: usize = 64;
+
 /// Whether an endpoints or directory resource has no entries.
 fn is_empty(r: &pb::Resource) -> bool {
     match &r.body {
@@ -63,6 +71,18 @@ pub enum Outcome {
     CertExpiry(i64),
     /// The proxy is shutting down.
     Draining,
+    /// The request breaks a limit: the stream ends with this reason (a metric label) and message.
+    Refused(&'static str, String),
+}
+
+impl Outcome {
+    /// The status a refused stream ends with.
+    fn refusal_status(reason: &str, message: String) -> Status {
+        match reason {
+            "too-many-subscriptions" => Status::resource_exhausted(message),
+            _ => Status::invalid_argument(message),
+        }
+    }
 }
 
 /// The per-stream protocol state, kept free of I/O so that it can be tested directly.
@@ -78,8 +98,9 @@ pub struct SessionState {
     /// Names the proxy already held when it connected (it had a previous controller).
     held_at_connect: HashMap<&'static str, BTreeSet<String>>,
     unsent_types: BTreeSet<&'static str>,
-    /// Responses awaiting an ACK or NACK: nonce → (type, whether it carried the own policy).
-    pending: HashMap<String, (&'static str, bool)>,
+    /// Responses awaiting an ACK or NACK, by nonce number: (type, whether it carried the own
+    /// policy). The newest [`MAX_PENDING_RESPONSES`] only.
+    pending: BTreeMap<u64, (&'static str, bool)>,
     nonces: u64,
 }
 
@@ -106,7 +127,7 @@ impl SessionState {
             sent,
             held_at_connect,
             unsent_types: types::ALL.into_iter().collect(),
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             nonces: 0,
         }
     }
@@ -184,7 +205,10 @@ impl SessionState {
             self.nonces += 1;
             let nonce = format!("{}-{}", self.session, self.nonces);
             let carries_own = t == types::SERVICE && changed.iter().any(|r| r.name == self.own_service);
-            self.pending.insert(nonce.clone(), (t, carries_own));
+            self.pending.insert(self.nonces, (t, carries_own));
+            if self.pending.len() > MAX_PENDING_RESPONSES {
+                self.pending.pop_first();
+            }
             out.push(pb::DiscoveryResponse {
                 type_url: t.to_string(),
                 version_info: snap.version.to_string(),
@@ -197,8 +221,37 @@ impl SessionState {
         out
     }
 
+    /// Responses sent and not yet answered that an answer would still match.
+    pub fn pending_responses(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The nonce number of one of this session's nonces (`SESSION-N`).
+    fn nonce_number(&self, nonce: &str) -> Option<u64> {
+        let (session, n) = nonce.split_once('-')?;
+        (session.parse() == Ok(self.session)).then(|| n.parse().ok())?
+    }
+
     /// Applies one request from the proxy.
     pub fn on_request(&mut self, req: &pb::DiscoveryRequest) -> Outcome {
+        // Every name is a service key, and the whole request fits the cap, or none of it applies.
+        let mut new = BTreeSet::new();
+        for name in &req.subscribe {
+            let valid = name.split_once('/').is_some_and(|(ns, n)| ServiceKey::new(ns, n).is_ok());
+            if !valid {
+                let shown: String = name.chars().take(64).collect();
+                return Outcome::Refused("invalid-subscription", format!("{shown:?} is not a service (NS/NAME)"));
+            }
+            if !self.subscriptions.contains(name) {
+                new.insert(name);
+            }
+        }
+        if self.subscriptions.len() + new.len() > MAX_SUBSCRIPTIONS {
+            return Outcome::Refused(
+                "too-many-subscriptions",
+                format!("a proxy may subscribe to {MAX_SUBSCRIPTIONS} services at most"),
+            );
+        }
         let mut subscribed = false;
         for name in &req.subscribe {
             subscribed |= self.subscriptions.insert(name.clone());
@@ -207,7 +260,8 @@ impl SessionState {
             subscribed |= self.subscriptions.remove(name);
         }
         if !req.response_nonce.is_empty() {
-            let Some((t, carries_own)) = self.pending.remove(&req.response_nonce) else {
+            let pending = self.nonce_number(&req.response_nonce).and_then(|n| self.pending.remove(&n));
+            let Some((t, carries_own)) = pending else {
                 return Outcome::Stale;
             };
             // The proxy holds its own policy if it held one when it connected, or this response
@@ -305,6 +359,10 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         let exclusive = bound.is_some() && self.kubernetes.is_none();
 
         let session = state.new_session();
+        let mut ss = SessionState::new(session, &workload, &service, &first.initial_versions);
+        if let Outcome::Refused(reason, message) = ss.on_request(&first) {
+            return Err(refuse(reason, Outcome::refusal_status(reason, message)));
+        }
         let reg = Registration {
             identity: identity.clone(),
             service: service.clone(),
@@ -329,8 +387,6 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         tracing::info!(
             %service, instance = %workload.instance, address = %inbound_addr, %identity, peer = %addr, "proxy connected"
         );
-        let mut ss = SessionState::new(session, &workload, &service, &first.initial_versions);
-        ss.on_request(&first);
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             run_session(&state, session, &mut ss, inbound, tx, closed).await;
@@ -488,6 +544,14 @@ async fn run_session(
                         continue;
                     }
                     Outcome::Stale => continue,
+                    Outcome::Refused(reason, message) => {
+                        state.metrics.registrations_refused.with(&[reason]).inc();
+                        weft_telemetry::log_limit::warn("discovery-refused", || {
+                            format!("session {session}: discovery stream refused: {message}")
+                        });
+                        let _ = tx.send(Err(Outcome::refusal_status(reason, message))).await;
+                        return;
+                    }
                     Outcome::Subscribed => {
                         tracing::debug!(session, subscribe = ?req.subscribe, "subscription changed");
                         let snap = snaps.borrow().clone();
@@ -869,5 +933,46 @@ mod tests {
         assert_eq!(get("10.0.0.2").as_deref(), Some("default/bar"));
         assert_eq!(get("10.0.0.2:9090").as_deref(), Some("default/foo"));
         assert_eq!(get("10.0.0.2:8080"), None);
+    }
+
+    #[test]
+    fn subscriptions_must_name_services_and_stay_under_the_cap() {
+        let foo = workload("foo", "foo-1", "127.0.0.1:4143");
+        let mut ss = session(1, &foo, &BTreeMap::new());
+        for bad in ["bar", "", "default/", "a/b/c", "default/bär"] {
+            let req = pb::DiscoveryRequest { subscribe: vec![bad.into()], ..Default::default() };
+            assert!(matches!(ss.on_request(&req), Outcome::Refused("invalid-subscription", _)), "{bad:?}");
+        }
+        let names = |from: usize, n: usize| (from..from + n).map(|i| format!("default/s{i}")).collect::<Vec<_>>();
+        let req = pb::DiscoveryRequest { subscribe: names(0, MAX_SUBSCRIPTIONS - 1), ..Default::default() };
+        assert_eq!(ss.on_request(&req), Outcome::Subscribed);
+        // Names it holds already do not count; two new ones would pass the cap, so neither applies.
+        let req = pb::DiscoveryRequest { subscribe: names(MAX_SUBSCRIPTIONS - 2, 3), ..Default::default() };
+        assert!(matches!(ss.on_request(&req), Outcome::Refused("too-many-subscriptions", _)));
+        assert_eq!(ss.subscriptions.len(), MAX_SUBSCRIPTIONS - 1);
+        let req = pb::DiscoveryRequest { subscribe: names(MAX_SUBSCRIPTIONS - 2, 2), ..Default::default() };
+        assert_eq!(ss.on_request(&req), Outcome::Subscribed);
+    }
+
+    #[test]
+    fn a_proxy_that_never_answers_costs_a_bounded_memory_of_pending_responses() {
+        let foo = workload("foo", "foo-1", "127.0.0.1:4143");
+        let mut ss = session(1, &foo, &BTreeMap::new());
+        let first = ss.diff(&snapshot(1, MESH, std::slice::from_ref(&foo)), false);
+        let mut last = Vec::new();
+        for v in 2..200 {
+            let mesh = MESH.replace("timeout: 1s", &format!("timeout: {v}s"));
+            ss.on_request(&subscribe("bar"));
+            last = ss.diff(&snapshot(v, &mesh, std::slice::from_ref(&foo)), false);
+            assert!(ss.pending_responses() <= MAX_PENDING_RESPONSES);
+        }
+        // The oldest is forgotten (its answer is stale); the newest is still matched.
+        assert_eq!(ss.on_request(&ack(&first[0])), Outcome::Stale);
+        assert!(matches!(ss.on_request(&ack(&last[0])), Outcome::Ack { .. }));
+        // Another session's nonce or a malformed one never matches.
+        for nonce in ["2-1", "1-", "-1", "1-x", "1-99999999999999999999999"] {
+            let req = pb::DiscoveryRequest { response_nonce: nonce.into(), ..Default::default() };
+            assert_eq!(ss.on_request(&req), Outcome::Stale, "{nonce}");
+        }
     }
 }

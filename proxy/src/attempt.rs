@@ -24,6 +24,9 @@ use crate::state::policy::RetryConfig;
 use crate::state::Service;
 use crate::telemetry::metrics::ProxyMetrics;
 
+/// The timer's resolution: a sleep ends on the next whole millisecond at the earliest.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
 /// What the loop needs to know about one request.
 pub(crate) struct Plan<'a> {
     pub svc: &'a Service,
@@ -148,7 +151,9 @@ where
             return give_up(outcome);
         }
         let backoff = full_jitter(rc.backoff_base, rc.backoff_max, attempt_no, rand::random::<f64>());
-        if plan.deadline.is_some_and(|d| Instant::now() + backoff >= d) {
+        // Timers fire on whole milliseconds, rounded up: a backoff ending within one of the
+        // deadline would wake at it and turn the answer in hand into a timeout.
+        if plan.deadline.is_some_and(|d| Instant::now() + backoff + TIMER_TICK >= d) {
             return give_up(outcome);
         }
         let Ok(permit) = svc.runtime.breaker.try_retry(&breaker_cfg) else {

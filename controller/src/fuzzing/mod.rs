@@ -3,6 +3,7 @@
 //! when an invariant breaks and returns quietly otherwise.
 
 pub mod mesh;
+pub mod session;
 pub mod snapshot;
 
 #[cfg(test)]

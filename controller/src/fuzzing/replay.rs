@@ -12,3 +12,8 @@ fn mesh_corpus() {
 fn snapshot_corpus() {
     replay("snapshot", super::snapshot::check);
 }
+
+#[test]
+fn session_corpus() {
+    replay("session", super::session::check);
+}
