@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 use tokio_stream::wrappers::ReceiverStream;
@@ -168,8 +168,9 @@ impl SessionState {
             let held = &self.held_at_connect[t];
             let frozen = |name: &str| holddown && held.contains(name);
             let sent = &self.sent[t];
-            let mut changed = Vec::new();
-            let mut merged = false;
+            // Held resources are merged into (a response of their own); everything else is
+            // authoritative at once, even during the hold-down.
+            let (mut full, mut merges) = (Vec::new(), Vec::new());
             for (name, r) in self.wanted(t).into_iter().filter_map(|n| current.get_key_value(n)) {
                 if sent.get(name) == Some(&r.version) {
                     continue;
@@ -177,48 +178,65 @@ impl SessionState {
                 if frozen(name) && t != types::SERVICE {
                     // A merge adds entries: an empty set adds nothing, and one merged already
                     // needs no repeat.
-                    if is_empty(r) || sent.get(name) == Some(&merge_version(&r.version)) {
-                        continue;
+                    if !is_empty(r) && sent.get(name) != Some(&merge_version(&r.version)) {
+                        merges.push((**r).clone());
                     }
-                    merged = true;
+                } else {
+                    full.push((**r).clone());
                 }
-                changed.push((**r).clone());
             }
             let removed: Vec<String> = sent
                 .keys()
                 .filter(|name| !(frozen(name) || current.contains_key(*name) && self.wants(t, name)))
                 .cloned()
                 .collect();
-            if changed.is_empty() && removed.is_empty() && !self.unsent_types.contains(t) {
-                continue;
-            }
+            let first = self.unsent_types.remove(t);
             let sent = self.sent.get_mut(t).expect("every type has a map");
-            for r in &changed {
+            for r in &full {
+                sent.insert(r.name.clone(), r.version.clone());
+            }
+            for r in &merges {
                 // What a merge leaves at the proxy is not that version: the full set is due later.
-                let version = if merged { merge_version(&r.version) } else { r.version.clone() };
-                sent.insert(r.name.clone(), version);
+                sent.insert(r.name.clone(), merge_version(&r.version));
             }
             for name in &removed {
                 sent.remove(name);
             }
-            self.unsent_types.remove(t);
-            self.nonces += 1;
-            let nonce = format!("{}-{}", self.session, self.nonces);
-            let carries_own = t == types::SERVICE && changed.iter().any(|r| r.name == self.own_service);
-            self.pending.insert(self.nonces, (t, carries_own));
-            if self.pending.len() > MAX_PENDING_RESPONSES {
-                self.pending.pop_first();
+            if !merges.is_empty() {
+                out.push(self.response(t, snap.version, merges, Vec::new(), true));
             }
-            out.push(pb::DiscoveryResponse {
-                type_url: t.to_string(),
-                version_info: snap.version.to_string(),
-                nonce,
-                resources: changed,
-                removed,
-                merge: merged,
-            });
+            // Every type once at the start, even with nothing in it: readiness needs its ACK.
+            if !full.is_empty() || !removed.is_empty() || first && out.last().is_none_or(|r| r.type_url != t) {
+                out.push(self.response(t, snap.version, full, removed, false));
+            }
         }
         out
+    }
+
+    /// One response, remembered until the proxy answers it (the newest
+    /// [`MAX_PENDING_RESPONSES`] only).
+    fn response(
+        &mut self,
+        t: &'static str,
+        version: u64,
+        resources: Vec<pb::Resource>,
+        removed: Vec<String>,
+        merge: bool,
+    ) -> pb::DiscoveryResponse {
+        self.nonces += 1;
+        let carries_own = t == types::SERVICE && resources.iter().any(|r| r.name == self.own_service);
+        self.pending.insert(self.nonces, (t, carries_own));
+        if self.pending.len() > MAX_PENDING_RESPONSES {
+            self.pending.pop_first();
+        }
+        pb::DiscoveryResponse {
+            type_url: t.to_string(),
+            version_info: version.to_string(),
+            nonce: format!("{}-{}", self.session, self.nonces),
+            resources,
+            removed,
+            merge,
+        }
     }
 
     /// Responses sent and not yet answered that an answer would still match.
@@ -387,13 +405,15 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         tracing::info!(
             %service, instance = %workload.instance, address = %inbound_addr, %identity, peer = %addr, "proxy connected"
         );
-        let (tx, rx) = mpsc::channel(16);
+        // Boxed: tokio allocates a channel's slots 32 at a time whatever its bound, and a
+        // response inline is ~130 bytes: 4 KiB per connected proxy, for nothing in flight.
+        let (tx, rx) = mpsc::channel::<Result<Box<pb::DiscoveryResponse>, Status>>(16);
         tokio::spawn(async move {
             run_session(&state, session, &mut ss, inbound, tx, closed).await;
             state.disconnect(session);
             tracing::info!(%service, instance = %workload.instance, "proxy disconnected");
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(|r| r.map(|b| *b)))))
     }
 }
 
@@ -472,7 +492,7 @@ async fn run_session(
     session: u64,
     ss: &mut SessionState,
     mut inbound: Streaming<pb::DiscoveryRequest>,
-    tx: mpsc::Sender<Result<pb::DiscoveryResponse, Status>>,
+    tx: mpsc::Sender<Result<Box<pb::DiscoveryResponse>, Status>>,
     mut closed: tokio::sync::watch::Receiver<Option<String>>,
 ) {
     let mut snaps = state.snapshots();
@@ -491,7 +511,7 @@ async fn run_session(
 
     let snap = snaps.borrow_and_update().clone();
     for r in push(ss, &snap, !holddown_over) {
-        if tx.send(Ok(r)).await.is_err() {
+        if tx.send(Ok(Box::new(r))).await.is_err() {
             return;
         }
     }
@@ -577,7 +597,7 @@ async fn run_session(
             }
         };
         for r in responses {
-            if tx.send(Ok(r)).await.is_err() {
+            if tx.send(Ok(Box::new(r))).await.is_err() {
                 return;
             }
         }
@@ -796,6 +816,32 @@ mod tests {
         let out = ss.diff(&snapshot(3, MESH, &[foo, bar2]), false);
         assert_eq!(out.len(), 1);
         assert!(!out[0].merge);
+    }
+
+    #[test]
+    fn during_the_holddown_a_service_the_proxy_did_not_hold_is_replaced_not_merged() {
+        let foo = workload("foo", "foo-1", "127.0.0.1:4143");
+        let bar1 = workload("bar", "bar-1", "127.0.0.1:4144");
+        let bar2 = workload("bar", "bar-2", "127.0.0.2:4144");
+        let baz = |i: u8| workload("baz", &format!("baz-{i}"), &format!("127.0.1.{i}:4144"));
+        let mut first = session(1, &foo, &BTreeMap::new());
+        first.on_request(&subscribe("bar"));
+        first.diff(&snapshot(1, MESH, &[foo.clone(), bar1.clone()]), false);
+        let initial: BTreeMap<String, pb::ResourceVersions> =
+            first.sent.iter().map(|(t, v)| (t.to_string(), pb::ResourceVersions { versions: v.clone() })).collect();
+        // After a restart the proxy also calls baz, which it never held; bar is held.
+        let mut ss = session(2, &foo, &initial);
+        ss.on_request(&subscribe("bar"));
+        ss.on_request(&subscribe("baz"));
+        ss.diff(&snapshot(2, MESH, &[foo.clone(), baz(1), baz(2)]), true);
+        // In one change, a new bar instance (merged into the held set) and a baz instance leaving:
+        // baz's set is authoritative, in a response of its own, so the departure is not held back.
+        let out = ss.diff(&snapshot(3, MESH, &[foo.clone(), bar2, baz(1)]), true);
+        let eps: Vec<_> = out.iter().filter(|r| r.type_url == types::ENDPOINTS).collect();
+        assert_eq!(eps.len(), 2, "{out:?}");
+        let names = |r: &pb::DiscoveryResponse| r.resources.iter().map(|x| x.name.clone()).collect::<Vec<_>>();
+        assert!(eps[0].merge && names(eps[0]) == ["default/bar"]);
+        assert!(!eps[1].merge && names(eps[1]) == ["default/baz"]);
     }
 
     #[test]

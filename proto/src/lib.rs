@@ -13,6 +13,7 @@ pub mod demo {
     tonic::include_proto!("weft.demo.v1");
 }
 
+pub mod codec;
 pub mod contract;
 pub mod defaults;
 pub mod duration;
