@@ -34,6 +34,20 @@ pub const MAX_SUBSCRIPTIONS: usize = 10_000;
 /// one is stale. A proxy answers each at once, so this only bounds one that never does.
 pub const MAX_PENDING_RESPONSES: usize = 64;
 
+/// Resources a reconnecting proxy may say it holds: what it may subscribe to, per type.
+const MAX_HELD_AT_CONNECT: usize = 2 * MAX_SUBSCRIPTIONS + 2;
+
+/// What of a proxy's NACK is kept (state API, logs): a NACK may carry megabytes.
+const MAX_NACK_MESSAGE_CHARS: usize = 512;
+const MAX_NACK_NAMES: usize = 16;
+/// A version string as ACKed (the controller's are decimal numbers).
+const MAX_VERSION_CHARS: usize = 64;
+
+/// At most `max` characters of `s`.
+fn bounded(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
 /// Whether an endpoints or directory resource has no entries.
 fn is_empty(r: &pb::Resource) -> bool {
     match &r.body {
@@ -288,13 +302,18 @@ impl SessionState {
             return match &req.error_detail {
                 Some(e) => Outcome::Nack {
                     type_url: t.to_string(),
-                    message: e.message.clone(),
-                    rejected: e.rejected.clone(),
+                    message: bounded(&e.message, MAX_NACK_MESSAGE_CHARS),
+                    rejected: e
+                        .rejected
+                        .iter()
+                        .take(MAX_NACK_NAMES)
+                        .map(|n| bounded(n, MAX_NACK_MESSAGE_CHARS))
+                        .collect(),
                     own_policy: held_own || (carries_own && !e.rejected.contains(&self.own_service)),
                 },
                 None => Outcome::Ack {
                     type_url: t.to_string(),
-                    version: req.version_info.clone(),
+                    version: bounded(&req.version_info, MAX_VERSION_CHARS),
                     own_policy: held_own || carries_own,
                 },
             };
@@ -376,6 +395,13 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         // over, as for unbound tokens; a token bound to an instance admits one live stream.
         let exclusive = bound.is_some() && self.kubernetes.is_none();
 
+        let held: usize = first.initial_versions.values().map(|v| v.versions.len()).sum();
+        if held > MAX_HELD_AT_CONNECT {
+            return Err(refuse(
+                "too-many-subscriptions",
+                Status::resource_exhausted(format!("{held} resources said to be held: {MAX_HELD_AT_CONNECT} at most")),
+            ));
+        }
         let session = state.new_session();
         let mut ss = SessionState::new(session, &workload, &service, &first.initial_versions);
         if let Outcome::Refused(reason, message) = ss.on_request(&first) {
@@ -729,6 +755,30 @@ mod tests {
         );
         let unknown = pb::DiscoveryRequest { response_nonce: "nope".into(), ..Default::default() };
         assert_eq!(ss.on_request(&unknown), Outcome::Stale);
+    }
+
+    #[test]
+    fn what_a_proxy_reports_is_kept_bounded() {
+        let foo = workload("foo", "foo-1", "127.0.0.1:4143");
+        let mut ss = session(1, &foo, &BTreeMap::new());
+        let out = ss.diff(&snapshot(1, MESH, std::slice::from_ref(&foo)), false);
+        let mut nack = ack(&out[1]);
+        nack.error_detail =
+            Some(pb::ErrorDetail { message: "é".repeat(1 << 20), rejected: vec!["x".repeat(4096); 1000] });
+        match ss.on_request(&nack) {
+            Outcome::Nack { message, rejected, .. } => {
+                assert_eq!(message.chars().count(), MAX_NACK_MESSAGE_CHARS);
+                assert_eq!(rejected.len(), MAX_NACK_NAMES);
+                assert!(rejected.iter().all(|n| n.len() == MAX_NACK_MESSAGE_CHARS));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut long_ack = ack(&out[0]);
+        long_ack.version_info = "9".repeat(1 << 20);
+        match ss.on_request(&long_ack) {
+            Outcome::Ack { version, .. } => assert_eq!(version.len(), MAX_VERSION_CHARS),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
