@@ -91,11 +91,7 @@ fn snapshot(version: u64, present: u8, variant: u8) -> Snapshot {
         };
         put(types::SERVICE, format!("s{v}"), pb::resource::Body::Service(policy));
         put(types::ENDPOINTS, format!("e{}", endpoints.endpoints.len()), pb::resource::Body::Endpoints(endpoints));
-        entries.push(pb::DirectoryEntry {
-            address: format!("10.96.0.{i}"),
-            service: name.into(),
-            ..Default::default()
-        });
+        entries.push(pb::DirectoryEntry { address: format!("10.96.0.{i}"), service: name.into() });
     }
     let dir = pb::Directory { entries };
     let r = pb::Resource {
