@@ -816,20 +816,26 @@ mod tests {
         assert!(out.iter().all(|r| r.resources.is_empty() && r.removed.is_empty()), "{out:?}");
     }
 
+    /// foo's session with a restarted controller, subscribed to bar, having held bar (with
+    /// `bar1` its one instance) and its own policy before the restart.
+    fn reconnected_holding_bar(foo: &pb::Workload, bar1: &pb::Workload) -> SessionState {
+        let mut first = session(1, foo, &BTreeMap::new());
+        first.on_request(&subscribe("bar"));
+        first.diff(&snapshot(1, MESH, &[foo.clone(), bar1.clone()]), false);
+        let initial: BTreeMap<String, pb::ResourceVersions> =
+            first.sent.iter().map(|(t, v)| (t.to_string(), pb::ResourceVersions { versions: v.clone() })).collect();
+        let mut ss = session(2, foo, &initial);
+        ss.on_request(&subscribe("bar"));
+        ss
+    }
+
     #[test]
     fn holddown_keeps_endpoints_the_proxy_held_until_it_ends() {
         let foo = workload("foo", "foo-1", "127.0.0.1:4143");
         let bar1 = workload("bar", "bar-1", "127.0.0.1:4144");
-        let before = snapshot(1, MESH, &[foo.clone(), bar1.clone()]);
-        let mut first = session(1, &foo, &BTreeMap::new());
-        first.on_request(&subscribe("bar"));
-        first.diff(&before, false);
-        let initial: BTreeMap<String, pb::ResourceVersions> =
-            first.sent.iter().map(|(t, v)| (t.to_string(), pb::ResourceVersions { versions: v.clone() })).collect();
         // A restarted controller has not heard from bar yet.
         let after_restart = snapshot(1, MESH, std::slice::from_ref(&foo));
-        let mut ss = session(2, &foo, &initial);
-        ss.on_request(&subscribe("bar"));
+        let mut ss = reconnected_holding_bar(&foo, &bar1);
         let out = ss.diff(&after_restart, true);
         assert!(out.iter().all(|r| r.removed.is_empty()), "held endpoints stay: {out:?}");
         assert!(out.iter().all(|r| r.resources.is_empty() || r.merge), "only merges during hold-down: {out:?}");
@@ -847,14 +853,8 @@ mod tests {
         let foo = workload("foo", "foo-1", "127.0.0.1:4143");
         let bar1 = workload("bar", "bar-1", "127.0.0.1:4144");
         let bar2 = workload("bar", "bar-2", "127.0.0.2:4144");
-        let mut first = session(1, &foo, &BTreeMap::new());
-        first.on_request(&subscribe("bar"));
-        first.diff(&snapshot(1, MESH, &[foo.clone(), bar1.clone()]), false);
-        let initial: BTreeMap<String, pb::ResourceVersions> =
-            first.sent.iter().map(|(t, v)| (t.to_string(), pb::ResourceVersions { versions: v.clone() })).collect();
         // After a restart, a new bar instance registers before bar-1 reconnects.
-        let mut ss = session(2, &foo, &initial);
-        ss.on_request(&subscribe("bar"));
+        let mut ss = reconnected_holding_bar(&foo, &bar1);
         let out = ss.diff(&snapshot(2, MESH, &[foo.clone(), bar2.clone()]), true);
         let eps = out.iter().find(|r| r.type_url == types::ENDPOINTS).expect("the new endpoint is sent at once");
         assert!(eps.merge && eps.removed.is_empty());
@@ -874,14 +874,8 @@ mod tests {
         let bar1 = workload("bar", "bar-1", "127.0.0.1:4144");
         let bar2 = workload("bar", "bar-2", "127.0.0.2:4144");
         let baz = |i: u8| workload("baz", &format!("baz-{i}"), &format!("127.0.1.{i}:4144"));
-        let mut first = session(1, &foo, &BTreeMap::new());
-        first.on_request(&subscribe("bar"));
-        first.diff(&snapshot(1, MESH, &[foo.clone(), bar1.clone()]), false);
-        let initial: BTreeMap<String, pb::ResourceVersions> =
-            first.sent.iter().map(|(t, v)| (t.to_string(), pb::ResourceVersions { versions: v.clone() })).collect();
         // After a restart the proxy also calls baz, which it never held; bar is held.
-        let mut ss = session(2, &foo, &initial);
-        ss.on_request(&subscribe("bar"));
+        let mut ss = reconnected_holding_bar(&foo, &bar1);
         ss.on_request(&subscribe("baz"));
         ss.diff(&snapshot(2, MESH, &[foo.clone(), baz(1), baz(2)]), true);
         // In one change, a new bar instance (merged into the held set) and a baz instance leaving:
