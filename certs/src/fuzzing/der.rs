@@ -68,10 +68,19 @@ mod oracle {
             }
             match (ext.parsed_extension(), uri_sans.as_mut()) {
                 (ParsedExtension::SubjectAlternativeName(san), Some(list)) => {
-                    list.extend(san.general_names.iter().filter_map(|g| match g {
-                        GeneralName::URI(u) => Some(u.to_string()),
-                        _ => None,
-                    }))
+                    let uris: Vec<&str> = san
+                        .general_names
+                        .iter()
+                        .filter_map(|g| match g {
+                            GeneralName::URI(u) => Some(*u),
+                            _ => None,
+                        })
+                        .collect();
+                    if uris.iter().all(|u| encoded_as_der_says(ext.value, u)) {
+                        list.extend(uris.iter().map(|u| u.to_string()));
+                    } else {
+                        uri_sans = None;
+                    }
                 }
                 _ => uri_sans = None,
             }
@@ -99,5 +108,21 @@ mod oracle {
                 subject_ou: None,
             },
         })
+    }
+
+    /// Whether `uri` is in a SAN extension's value as DER writes a URI name: `[6]` IMPLICIT
+    /// IA5String, primitive (0x86), with a minimal length. x509-parser also reads it under the
+    /// constructed tag (0xa6: found by CI's fuzzing), Weft's reader does not, so such a name is
+    /// not judged.
+    fn encoded_as_der_says(value: &[u8], uri: &str) -> bool {
+        let len = uri.len();
+        let mut tlv = vec![0x86];
+        match len {
+            0..=0x7f => tlv.push(len as u8),
+            0x80..=0xff => tlv.extend([0x81, len as u8]),
+            _ => tlv.extend([0x82, (len >> 8) as u8, len as u8]),
+        }
+        tlv.extend_from_slice(uri.as_bytes());
+        value.windows(tlv.len()).any(|w| w == tlv.as_slice())
     }
 }

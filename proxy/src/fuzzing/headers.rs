@@ -10,7 +10,7 @@ use weft_proto::contract;
 
 use crate::http::deadline;
 use crate::http::headers::{is_upgrade, is_weft};
-use crate::inbound::http::headers_for_app;
+use crate::inbound::http::{client_id_value, headers_for_app};
 
 /// Identities a verified certificate can carry (None: a plaintext caller).
 const IDENTITIES: [Option<&str>; 3] =
@@ -44,7 +44,7 @@ pub fn check(data: &[u8]) {
     let mut h = header_lines(lines);
     let upgrade = http1 && is_upgrade(&h);
     let sent = h.clone();
-    let result = headers_for_app(&mut h, identity, upgrade, deadline, grpc, started, now_unix_ms);
+    let result = headers_for_app(&mut h, &client_id_value(identity), upgrade, deadline, grpc, started, now_unix_ms);
     if deadline.is_some_and(|d| d <= started) {
         assert!(result.is_err(), "a request past its deadline went to the app");
         return;

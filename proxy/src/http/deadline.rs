@@ -91,7 +91,8 @@ pub fn effective(route_timeout: Option<Duration>, deadline: Option<Instant>, now
     }
 }
 
-/// Writes the relative budget for the next hop (and `grpc-timeout` for gRPC).
+/// Writes the relative budget for the next hop (and `grpc-timeout` for gRPC), into headers the
+/// app's own deadline headers are already gone from.
 pub fn write_for_peer(h: &mut HeaderMap, deadline: Instant, now: Instant, grpc: bool) {
     let left = deadline.saturating_duration_since(now);
     // Marked sensitive: the value changes with every request, so HPACK should not index it (it
@@ -99,7 +100,6 @@ pub fn write_for_peer(h: &mut HeaderMap, deadline: Instant, now: Instant, grpc: 
     let mut ms = HeaderValue::from(left.as_millis() as u64);
     ms.set_sensitive(true);
     h.insert(names::DEADLINE_MS, ms);
-    h.remove(names::DEADLINE_AT);
     if grpc {
         if let Ok(mut v) = HeaderValue::from_str(&format_grpc_timeout(left)) {
             v.set_sensitive(true);

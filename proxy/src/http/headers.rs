@@ -2,7 +2,6 @@
 //! headers carried between proxies.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
-use weft_proto::contract;
 
 /// Header names as constants: a lookup by `HeaderName` skips parsing the name every time.
 pub mod names {
@@ -30,21 +29,31 @@ pub fn is_weft(name: &str) -> bool {
     n.len() >= 7 && n[0] == b'x' && dash(n[1]) && &n[2..6] == b"weft" && dash(n[6])
 }
 
-/// Removes every `x-weft-*` header (however spelled); with `keep_deadline`, the two deadline
-/// headers an outbound proxy accepts from its local app stay (spelled exactly).
-pub fn strip_weft(headers: &mut HeaderMap, keep_deadline: bool) {
-    let doomed = |k: &HeaderName| {
-        let n = k.as_str();
-        is_weft(n) && !(keep_deadline && (n == contract::DEADLINE_MS || n == contract::DEADLINE_AT))
-    };
-    // Usually there is none: look before collecting anything.
-    if !headers.keys().any(doomed) {
-        return;
+/// The deadline headers an outbound proxy accepts from its local app.
+pub const APP_DEADLINE: [HeaderName; 2] = [names::DEADLINE_MS, names::DEADLINE_AT];
+
+/// Removes every `x-weft-*` header (however spelled) but those named in `keep` (spelled exactly:
+/// the deadlines an app may send, or what the caller overwrites next), and says whether one of
+/// those is there. Runs on every request: one pass over the names, and no allocation unless there
+/// is something to remove.
+pub fn strip_weft(headers: &mut HeaderMap, keep: &[HeaderName]) -> bool {
+    let mut kept = false;
+    let mut doomed = false;
+    for k in headers.keys().filter(|k| is_weft(k.as_str())) {
+        if keep.contains(k) {
+            kept = true;
+        } else {
+            doomed = true;
+        }
     }
-    let names: Vec<HeaderName> = headers.keys().filter(|k| doomed(k)).cloned().collect();
-    for k in names {
-        headers.remove(k);
+    if doomed {
+        let names: Vec<HeaderName> =
+            headers.keys().filter(|k| is_weft(k.as_str()) && !keep.contains(k)).cloned().collect();
+        for k in names {
+            headers.remove(k);
+        }
     }
+    kept
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -135,12 +144,13 @@ mod tests {
         h.insert("x-weft-deadline-at", HeaderValue::from_static("123"));
         h.insert("x-other", HeaderValue::from_static("1"));
         let mut from_app = h.clone();
-        strip_weft(&mut from_app, true);
+        assert!(strip_weft(&mut from_app, &APP_DEADLINE), "deadlines are there");
         assert!(from_app.get("x-weft-client-id").is_none());
         assert!(from_app.get("x-weft-deadline-ms").is_some());
         assert!(from_app.get("x-weft-deadline-at").is_some());
-        strip_weft(&mut h, false);
+        assert!(!strip_weft(&mut h, &[]));
         assert_eq!(h.len(), 1);
+        assert!(!strip_weft(&mut h, &APP_DEADLINE), "none left to keep");
     }
 
     #[test]
@@ -151,7 +161,7 @@ mod tests {
         h.insert("x_weft_deadline_ms", HeaderValue::from_static("1"));
         h.insert("x-weftish", HeaderValue::from_static("stays"));
         h.insert("x_wefty", HeaderValue::from_static("stays"));
-        strip_weft(&mut h, true);
+        assert!(!strip_weft(&mut h, &APP_DEADLINE), "an underscore spelling is never kept");
         assert_eq!(h.len(), 2, "{h:?}");
         assert!(is_weft(HeaderName::from_bytes(b"X_WEFT_CLIENT_ID").unwrap().as_str()));
         assert!(!is_weft("x-weft"));

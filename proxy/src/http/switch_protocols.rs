@@ -59,7 +59,7 @@ where
     }
     let (mut parts, body) = resp.into_parts();
     if untrusted_response {
-        crate::http::headers::strip_weft(&mut parts.headers, false);
+        crate::http::headers::strip_weft(&mut parts.headers, &[]);
     }
     Ok(Response::from_parts(parts, incoming(body)))
 }

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderValue, Request, Response, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -84,17 +84,17 @@ async fn forward(
     };
     // Only an authenticated mesh peer's budget is trusted and enforced.
     let deadline = if caller.identity.is_some() { deadline::from_peer(req.headers(), started) } else { None };
+    // Taken out as they are read: the app never sees them, and no later pass has to find them.
     let named_port = req
-        .headers()
-        .get(names::DST_PORT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u16>().ok())
+        .headers_mut()
+        .remove(names::DST_PORT)
+        .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
         .filter(|_| caller.identity.is_some() && !app.fixed);
     let port = named_port.or(app.default_port).ok_or_else(|| ProxyError::BadRequest("no destination port".into()))?;
     if !super::port_allowed(ctx, port) {
         return Err(ProxyError::BadPort(port));
     }
-    let orig_h1 = req.headers().get(names::ORIG_PROTO).is_some_and(|v| v == "http/1.1");
+    let orig_h1 = req.headers_mut().remove(names::ORIG_PROTO).is_some_and(|v| v == "http/1.1");
     let app_h2 = match policy.as_ref().map(|p| p.protocol) {
         Some(Protocol::Http1) => false,
         Some(Protocol::Http2) | Some(Protocol::Grpc) => true,
@@ -102,15 +102,7 @@ async fn forward(
     };
     let upgrade = headers::is_upgrade(req.headers()) && req.version() <= Version::HTTP_11;
 
-    headers_for_app(
-        req.headers_mut(),
-        caller.identity.as_deref(),
-        upgrade,
-        deadline,
-        grpc,
-        started,
-        deadline::unix_now_ms(),
-    )?;
+    headers_for_app(req.headers_mut(), &caller.client_id, upgrade, deadline, grpc, started, deadline::unix_now_ms())?;
 
     let faults =
         policy.as_ref().map(|p| p.route_for(req.method(), req.uri(), req.headers()).faults).unwrap_or_default();
@@ -143,16 +135,27 @@ async fn forward(
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     // Only a proxy may say x-weft-proxy-error or x-weft-overloaded.
-    headers::strip_weft(&mut parts.headers, false);
+    headers::strip_weft(&mut parts.headers, &[]);
     Ok(Response::from_parts(parts, incoming(body)))
 }
 
+/// What `x-weft-client-id` says of a caller: its verified identity, or empty for a plaintext one.
+pub(crate) fn client_id_value(identity: Option<&str>) -> HeaderValue {
+    HeaderValue::from_str(identity.unwrap_or("")).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// Headers this proxy writes for the app, in the order of [`headers_for_app`]: the caller's
+/// identity always, the deadline when there is one. A caller's copies are overwritten, not removed
+/// first (a removal per request saved).
+static WRITTEN_FOR_APP: [HeaderName; 3] = [names::CLIENT_ID, names::DEADLINE_MS, names::DEADLINE_AT];
+
 /// The request headers the app gets: hop-by-hop headers first (they may name ours), then every
-/// x-weft-* the caller sent, then the ones this proxy vouches for (the caller's identity, the
-/// deadline). A pure function of its inputs, so that it can be fuzzed (`crate::fuzzing`).
+/// x-weft-* the caller sent, then the ones this proxy vouches for (the caller's identity as
+/// `client_id` says it, the deadline). A pure function of its inputs, so that it can be fuzzed
+/// (`crate::fuzzing`).
 pub(crate) fn headers_for_app(
     headers: &mut HeaderMap,
-    identity: Option<&str>,
+    client_id: &HeaderValue,
     upgrade: bool,
     deadline: Option<Instant>,
     grpc: bool,
@@ -164,11 +167,9 @@ pub(crate) fn headers_for_app(
     } else {
         headers::strip_hop_by_hop(headers);
     }
-    headers::strip_weft(headers, false);
-    headers.insert(
-        names::CLIENT_ID,
-        HeaderValue::from_str(identity.unwrap_or("")).unwrap_or(HeaderValue::from_static("")),
-    );
+    let written = if deadline.is_some() { &WRITTEN_FOR_APP[..] } else { &WRITTEN_FOR_APP[..1] };
+    headers::strip_weft(headers, written);
+    headers.insert(names::CLIENT_ID, client_id.clone());
     if let Some(d) = deadline {
         if d <= started {
             return Err(ProxyError::DeadlineExceeded);

@@ -25,6 +25,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Caller {
     /// The verified SPIFFE ID (None for plaintext).
     pub identity: Option<String>,
+    /// What the app is told of it (`x-weft-client-id`), built once for the connection.
+    pub client_id: ::http::HeaderValue,
     pub remote: SocketAddr,
     pub series: Arc<RequestSeries>,
 }
@@ -34,7 +36,8 @@ impl Caller {
         let tls = if identity.is_some() { "true" } else { "false" };
         let series =
             RequestSeries::new(&ctx.metrics, "inbound", &ctx.cfg.own_service, tls, identity.as_deref().unwrap_or(""));
-        Self { identity, remote, series: Arc::new(series) }
+        let client_id = http::client_id_value(identity.as_deref());
+        Self { identity, client_id, remote, series: Arc::new(series) }
     }
 
     pub fn tls(&self) -> &'static str {

@@ -62,10 +62,17 @@ async fn proxy(
     let svc = route::service(&ctx.view(), target)?;
     let (mut parts, body) = req.into_parts();
     let from_h1 = parts.version <= Version::HTTP_11;
-    headers::strip_weft(&mut parts.headers, true);
-    let app_deadline = deadline::from_app(&parts.headers, started, deadline::unix_now_ms());
-    parts.headers.remove(names::DEADLINE_AT);
-    parts.headers.remove(names::DEADLINE_MS);
+    // The app's own deadline headers are read, then give way to the budget for the next hop.
+    let app_sent_deadline = headers::strip_weft(&mut parts.headers, &headers::APP_DEADLINE);
+    let app_deadline = if app_sent_deadline || parts.headers.contains_key(names::GRPC_TIMEOUT) {
+        deadline::from_app(&parts.headers, started, deadline::unix_now_ms())
+    } else {
+        None
+    };
+    if app_sent_deadline {
+        parts.headers.remove(names::DEADLINE_AT);
+        parts.headers.remove(names::DEADLINE_MS);
+    }
     headers::strip_hop_by_hop(&mut parts.headers);
 
     let route = route::route_policy(&svc, &parts.method, &parts.uri, &parts.headers);
@@ -197,10 +204,13 @@ fn finish_response(
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     if endpoint.identity.is_none() {
-        headers::strip_weft(&mut parts.headers, false);
+        headers::strip_weft(&mut parts.headers, &[]);
     }
-    parts.headers.remove(names::ORIG_PROTO);
-    parts.headers.remove(names::DST_PORT);
+    // Request-only headers a peer has no business answering with; usually absent, so look first.
+    if parts.headers.keys().any(|k| *k == names::ORIG_PROTO || *k == names::DST_PORT) {
+        parts.headers.remove(names::ORIG_PROTO);
+        parts.headers.remove(names::DST_PORT);
+    }
     let grpc_counter = crate::classify::grpc_status(&parts.headers).filter(|_| is_grpc(&parts.headers)).map(|code| {
         ctx.metrics.grpc_responses.with(&[
             "outbound",

@@ -46,7 +46,7 @@ pub async fn handle(
                     .map_err(|e| ProxyError::ConnectFailed(e.to_string()))?;
                 crate::http::switch_protocols::forward(req, tls, ctx.cfg.tcp_idle_timeout, false, |parts| {
                     headers::sanitize_upgrade_connection(&mut parts.headers);
-                    headers::strip_weft(&mut parts.headers, false);
+                    headers::strip_weft(&mut parts.headers, &[]);
                     parts.headers.insert(crate::http::headers::names::DST_PORT, HeaderValue::from(port));
                 })
                 .await
@@ -57,7 +57,7 @@ pub async fn handle(
                     .map_err(|e| ProxyError::ConnectFailed(format!("{}: {e}", ep.addr)))?;
                 crate::http::switch_protocols::forward(req, tcp, ctx.cfg.tcp_idle_timeout, true, |parts| {
                     headers::sanitize_upgrade_connection(&mut parts.headers);
-                    headers::strip_weft(&mut parts.headers, false)
+                    headers::strip_weft(&mut parts.headers, &[]);
                 })
                 .await
             }

@@ -80,14 +80,14 @@ impl PlainClient {
         c.sender.is_closed() || c.sender.is_ready() && now.duration_since(c.since) >= self.idle_timeout
     }
 
-    /// A ready pooled connection (the most recently used), dropping closed and stale ones; busy
-    /// ones stay for later.
+    /// A ready pooled connection, the most recently used (usually the last: one look per
+    /// request); closed and stale ones are skipped here and dropped by [`Self::sweep`] or a full
+    /// [`Self::checkin`], busy ones stay for later.
     fn checkout(&self, addr: SocketAddr) -> Option<http1::SendRequest<Body>> {
         let mut pool = self.h1.lock().unwrap_or_else(|e| e.into_inner());
         let idle = pool.get_mut(&addr)?;
         let now = Instant::now();
-        idle.retain(|c| !self.spent(c, now));
-        let pos = idle.iter().rposition(|c| c.sender.is_ready())?;
+        let pos = idle.iter().rposition(|c| c.sender.is_ready() && !self.spent(c, now))?;
         Some(idle.remove(pos).sender)
     }
 
@@ -106,6 +106,10 @@ impl PlainClient {
     fn checkin(&self, addr: SocketAddr, sender: http1::SendRequest<Body>) {
         let mut pool = self.h1.lock().unwrap_or_else(|e| e.into_inner());
         let idle = pool.entry(addr).or_default();
+        if idle.len() >= MAX_IDLE_PER_ADDR {
+            let now = Instant::now();
+            idle.retain(|c| !self.spent(c, now));
+        }
         if idle.len() < MAX_IDLE_PER_ADDR {
             idle.push(Idle { sender, since: Instant::now() });
         }
