@@ -47,7 +47,7 @@ fn compare(ours: &CertFields, theirs: &Oracle) {
 
 #[cfg(any(test, feature = "x509-oracle"))]
 mod oracle {
-    use x509_parser::der_parser::asn1_rs::Tag;
+    use x509_parser::der_parser::asn1_rs::{Class, Tag};
     use x509_parser::extensions::{GeneralName, ParsedExtension};
     use x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME;
     use x509_parser::prelude::{FromDer, X509Certificate};
@@ -92,7 +92,13 @@ mod oracle {
         let subject_ou = match c.subject().iter_organizational_unit().next() {
             None => Some(None),
             Some(_) if !typed_as_oid => None,
-            Some(a) if [Tag::Utf8String, Tag::PrintableString, Tag::Ia5String].contains(&a.attr_value().tag()) => {
+            // Universal and primitive only: x509-parser reads the tag number under any class
+            // (CI's fuzzing found a UTF8String tagged as application class, 0x4c); DER does not.
+            Some(a)
+                if a.attr_value().class() == Class::Universal
+                    && a.attr_value().header.is_primitive()
+                    && [Tag::Utf8String, Tag::PrintableString, Tag::Ia5String].contains(&a.attr_value().tag()) =>
+            {
                 a.as_str().ok().map(|s| Some(s.to_string()))
             }
             Some(_) => None,
