@@ -47,7 +47,7 @@ fn compare(ours: &CertFields, theirs: &Oracle) {
 
 #[cfg(any(test, feature = "x509-oracle"))]
 mod oracle {
-    use x509_parser::der_parser::asn1_rs::{Class, Tag};
+    use x509_parser::der_parser::asn1_rs::Tag;
     use x509_parser::extensions::{GeneralName, ParsedExtension};
     use x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME;
     use x509_parser::prelude::{FromDer, X509Certificate};
@@ -85,20 +85,12 @@ mod oracle {
                 _ => uri_sans = None,
             }
         }
-        // The first OU, when it is one of the string types Weft writes and reads. x509-parser
-        // takes an attribute type under any tag (fuzzing found an OU typed with tag 0); DER says
-        // OBJECT IDENTIFIER (6), as Weft's reader does, so such a name is not judged.
-        let typed_as_oid = c.subject().as_raw().windows(5).any(|w| w == [0x06, 0x03, 0x55, 0x04, 0x0b]);
+        // The first OU, when it is one of the string types Weft writes and reads, in a name
+        // tagged as DER says (see `name_tagged_as_der_says`).
         let subject_ou = match c.subject().iter_organizational_unit().next() {
+            _ if !name_tagged_as_der_says(c.subject().as_raw()) => None,
             None => Some(None),
-            Some(_) if !typed_as_oid => None,
-            // Universal and primitive only: x509-parser reads the tag number under any class
-            // (CI's fuzzing found a UTF8String tagged as application class, 0x4c); DER does not.
-            Some(a)
-                if a.attr_value().class() == Class::Universal
-                    && a.attr_value().header.is_primitive()
-                    && [Tag::Utf8String, Tag::PrintableString, Tag::Ia5String].contains(&a.attr_value().tag()) =>
-            {
+            Some(a) if [Tag::Utf8String, Tag::PrintableString, Tag::Ia5String].contains(&a.attr_value().tag()) => {
                 a.as_str().ok().map(|s| Some(s.to_string()))
             }
             Some(_) => None,
@@ -130,5 +122,60 @@ mod oracle {
         }
         tlv.extend_from_slice(uri.as_bytes());
         value.windows(tlv.len()).any(|w| w == tlv.as_slice())
+    }
+
+    /// Whether a Name is tagged as DER says at every level Weft's reader looks at: a SEQUENCE of
+    /// SETs of SEQUENCEs, each an OBJECT IDENTIFIER and a universal, primitive value. x509-parser
+    /// reads these under other tags too — fuzzing found an attribute type tagged 0, a value under
+    /// the application class (`0x4c`) and an attribute under a context tag (`0xb0`) — where
+    /// Weft's reader does not, so such a name is not judged.
+    fn name_tagged_as_der_says(raw: &[u8]) -> bool {
+        /// One element: its tag, its content and what follows it.
+        fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+            let (&tag, rest) = b.split_first()?;
+            let (&first, rest) = rest.split_first()?;
+            let (len, rest) = match first {
+                0..=0x7f => (usize::from(first), rest),
+                0x81 | 0x82 => {
+                    let n = usize::from(first & 0x7f);
+                    let len = rest.get(..n)?.iter().fold(0usize, |a, b| a << 8 | usize::from(*b));
+                    (len, &rest[n..])
+                }
+                _ => return None,
+            };
+            Some((tag, rest.get(..len)?, &rest[len..]))
+        }
+        let Some((0x30, mut rdns, [])) = tlv(raw) else { return false };
+        while !rdns.is_empty() {
+            let Some((0x31, mut attributes, rest)) = tlv(rdns) else { return false };
+            rdns = rest;
+            while !attributes.is_empty() {
+                let Some((0x30, attribute, rest)) = tlv(attributes) else { return false };
+                attributes = rest;
+                let Some((0x06, _, value)) = tlv(attribute) else { return false };
+                match tlv(value) {
+                    Some((tag, _, [])) if tag & 0xe0 == 0 => {}
+                    _ => return false,
+                }
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    /// The oracle still judges what Weft issues: skipping odd encodings must not skip these.
+    #[test]
+    fn the_oracle_judges_the_certificates_weft_issues() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/der");
+        let cert = std::fs::read(dir.join("leaf-with-provenance")).expect("the seed");
+        let oracle = super::oracle::fields(&cert).expect("x509-parser reads it");
+        let ou = oracle.subject_ou.expect("the OU is judged").expect("an OU");
+        assert!(ou.starts_with("weft-token="), "{ou}");
+        let sans = oracle.uri_sans.expect("the URI SANs are judged");
+        assert!(sans.iter().any(|u| u.starts_with("spiffe://")), "{sans:?}");
     }
 }
