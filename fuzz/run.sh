@@ -4,7 +4,8 @@
 # scratch copy, not into the repo: add one to fuzz/corpus/TARGET by hand when it is worth keeping
 # (every crash is). Exits non-zero, naming the input, when a target finds a crash or a timeout.
 #   fuzz/run.sh [SECONDS] [TARGET...]        e.g. fuzz/run.sh 600 inbound_headers der
-#   WEFT_FUZZ_FEATURES=certs fuzz/run.sh 20  only the certificate targets (what CI runs)
+#   WEFT_FUZZ_FEATURES=certs fuzz/run.sh 20  only the certificate targets
+#   WEFT_FUZZ_TOTAL=180 ...                   the whole run within 180 s, build included (CI)
 # Needs only cargo: the instrumentation flags cargo-fuzz would pass are passed here, without a
 # sanitizer (the code under test is safe Rust; AddressSanitizer would only slow the build).
 set -euo pipefail
@@ -41,6 +42,13 @@ started=$SECONDS
 cargo build --release --target "$triple" --no-default-features --features "$features" --bins
 echo "fuzz/run.sh: built in $((SECONDS - started)) s" >&2
 bin="$CARGO_TARGET_DIR/$triple/release"
+# WEFT_FUZZ_TOTAL: a budget for the whole run, build included (CI's 3 minutes): the targets share
+# what the build left, SECONDS each at most, 3 at least.
+if [ -n "${WEFT_FUZZ_TOTAL:-}" ]; then
+  share=$(( (WEFT_FUZZ_TOTAL - (SECONDS - started) - 2 * ${#targets[@]}) / ${#targets[@]} ))
+  [ "$share" -lt "$seconds" ] && seconds=$(( share < 3 ? 3 : share ))
+  echo "fuzz/run.sh: ${seconds}s a target, to stay within ${WEFT_FUZZ_TOTAL}s in all" >&2
+fi
 
 failed=()
 for t in "${targets[@]}"; do
