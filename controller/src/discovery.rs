@@ -85,18 +85,9 @@ pub enum Outcome {
     CertExpiry(i64),
     /// The proxy is shutting down.
     Draining,
-    /// The request breaks a limit: the stream ends with this reason (a metric label) and message.
-    Refused(&'static str, String),
-}
-
-impl Outcome {
-    /// The status a refused stream ends with.
-    fn refusal_status(reason: &str, message: String) -> Status {
-        match reason {
-            "too-many-subscriptions" => Status::resource_exhausted(message),
-            _ => Status::invalid_argument(message),
-        }
-    }
+    /// The request breaks a limit: the stream ends with this status code and message; the reason
+    /// is the refusal metric's label.
+    Refused(&'static str, tonic::Code, String),
 }
 
 /// The per-stream protocol state, kept free of I/O so that it can be tested directly.
@@ -272,7 +263,11 @@ impl SessionState {
             let valid = name.split_once('/').is_some_and(|(ns, n)| ServiceKey::new(ns, n).is_ok());
             if !valid {
                 let shown: String = name.chars().take(64).collect();
-                return Outcome::Refused("invalid-subscription", format!("{shown:?} is not a service (NS/NAME)"));
+                return Outcome::Refused(
+                    "invalid-subscription",
+                    tonic::Code::InvalidArgument,
+                    format!("{shown:?} is not a service (NS/NAME)"),
+                );
             }
             if !self.subscriptions.contains(name) {
                 new.insert(name);
@@ -281,6 +276,7 @@ impl SessionState {
         if self.subscriptions.len() + new.len() > MAX_SUBSCRIPTIONS {
             return Outcome::Refused(
                 "too-many-subscriptions",
+                tonic::Code::ResourceExhausted,
                 format!("a proxy may subscribe to {MAX_SUBSCRIPTIONS} services at most"),
             );
         }
@@ -404,8 +400,8 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         }
         let session = state.new_session();
         let mut ss = SessionState::new(session, &workload, &service, &first.initial_versions);
-        if let Outcome::Refused(reason, message) = ss.on_request(&first) {
-            return Err(refuse(reason, Outcome::refusal_status(reason, message)));
+        if let Outcome::Refused(reason, code, message) = ss.on_request(&first) {
+            return Err(refuse(reason, Status::new(code, message)));
         }
         let reg = Registration {
             identity: identity.clone(),
@@ -590,12 +586,12 @@ async fn run_session(
                         continue;
                     }
                     Outcome::Stale => continue,
-                    Outcome::Refused(reason, message) => {
+                    Outcome::Refused(reason, code, message) => {
                         state.metrics.registrations_refused.with(&[reason]).inc();
                         weft_telemetry::log_limit::warn("discovery-refused", || {
                             format!("session {session}: discovery stream refused: {message}")
                         });
-                        let _ = tx.send(Err(Outcome::refusal_status(reason, message))).await;
+                        let _ = tx.send(Err(Status::new(code, message))).await;
                         return;
                     }
                     Outcome::Subscribed => {
@@ -1031,14 +1027,14 @@ mod tests {
         let mut ss = session(1, &foo, &BTreeMap::new());
         for bad in ["bar", "", "default/", "a/b/c", "default/bär"] {
             let req = pb::DiscoveryRequest { subscribe: vec![bad.into()], ..Default::default() };
-            assert!(matches!(ss.on_request(&req), Outcome::Refused("invalid-subscription", _)), "{bad:?}");
+            assert!(matches!(ss.on_request(&req), Outcome::Refused("invalid-subscription", _, _)), "{bad:?}");
         }
         let names = |from: usize, n: usize| (from..from + n).map(|i| format!("default/s{i}")).collect::<Vec<_>>();
         let req = pb::DiscoveryRequest { subscribe: names(0, MAX_SUBSCRIPTIONS - 1), ..Default::default() };
         assert_eq!(ss.on_request(&req), Outcome::Subscribed);
         // Names it holds already do not count; two new ones would pass the cap, so neither applies.
         let req = pb::DiscoveryRequest { subscribe: names(MAX_SUBSCRIPTIONS - 2, 3), ..Default::default() };
-        assert!(matches!(ss.on_request(&req), Outcome::Refused("too-many-subscriptions", _)));
+        assert!(matches!(ss.on_request(&req), Outcome::Refused("too-many-subscriptions", _, _)));
         assert_eq!(ss.subscriptions.len(), MAX_SUBSCRIPTIONS - 1);
         let req = pb::DiscoveryRequest { subscribe: names(MAX_SUBSCRIPTIONS - 2, 2), ..Default::default() };
         assert_eq!(ss.on_request(&req), Outcome::Subscribed);

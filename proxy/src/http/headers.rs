@@ -38,20 +38,17 @@ pub const APP_DEADLINE: [HeaderName; 2] = [names::DEADLINE_MS, names::DEADLINE_A
 /// is something to remove.
 pub fn strip_weft(headers: &mut HeaderMap, keep: &[HeaderName]) -> bool {
     let mut kept = false;
-    let mut doomed = false;
+    // Allocates only on a first push: usually nothing is doomed.
+    let mut doomed = Vec::new();
     for k in headers.keys().filter(|k| is_weft(k.as_str())) {
         if keep.contains(k) {
             kept = true;
         } else {
-            doomed = true;
+            doomed.push(k.clone());
         }
     }
-    if doomed {
-        let names: Vec<HeaderName> =
-            headers.keys().filter(|k| is_weft(k.as_str()) && !keep.contains(k)).cloned().collect();
-        for k in names {
-            headers.remove(k);
-        }
+    for k in doomed {
+        headers.remove(k);
     }
     kept
 }
