@@ -1,20 +1,25 @@
-//! The built-in backend: HTTP/1.1 keep-alive and HTTP/2 (prior knowledge) on one port, answering
-//! every request with the same payload, so the app side costs the same behind every proxy. It can
-//! stall once (every request arriving in a window waits until it ends), which is how the tests
-//! prove the load generator's coordinated-omission correction.
+//! The built-in backend: HTTP/1.1 keep-alive, HTTP/2 (prior knowledge), gRPC unary and opaque TCP
+//! request/response on one port, answering every request with the same payload, so the app side
+//! costs the same behind every proxy (and every proxy reaches it on the same port, as it would one
+//! app). It can stall once (every request arriving in a window waits until it ends), which is how
+//! the tests prove the load generator's coordinated-omission correction.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
+use bytes::{BufMut, Bytes, BytesMut};
+use http::HeaderMap;
+use http_body_util::{BodyExt, Either, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::load::conn::TCP_REQUEST;
 
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
@@ -53,25 +58,76 @@ pub async fn serve(listener: TcpListener, cfg: BackendConfig) {
         let body = body.clone();
         let stall = stall.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |_req: Request<hyper::body::Incoming>| {
-                let body = body.clone();
-                let stall = stall.clone();
-                async move {
-                    if let Some(wait) = stall.as_ref().and_then(|s| s.wait(Instant::now())) {
-                        tokio::time::sleep(wait).await;
-                    }
-                    let resp = Response::builder()
-                        .header(http::header::CONTENT_TYPE, "application/octet-stream")
-                        .body(Full::new(body))
-                        .expect("static response");
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder.http1().keep_alive(true);
-            builder.http2().max_concurrent_streams(1024);
-            let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+            // No HTTP request starts with a NUL byte: such a connection is the opaque TCP load.
+            let mut first = [0u8; 1];
+            match tcp.peek(&mut first).await {
+                Ok(1) if first[0] == TCP_REQUEST[0] => serve_tcp(tcp, body).await,
+                Ok(_) => serve_http(tcp, body, stall).await,
+                Err(_) => {}
+            }
         });
+    }
+}
+
+/// HTTP/1.1 or HTTP/2 on one connection; gRPC calls get their answer as one message frame.
+async fn serve_http(tcp: TcpStream, body: Bytes, stall: Option<Arc<Stall>>) {
+    let grpc_body = grpc_frame(&body);
+    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+        let body = body.clone();
+        let grpc_body = grpc_body.clone();
+        let stall = stall.clone();
+        async move {
+            if let Some(wait) = stall.as_ref().and_then(|s| s.wait(Instant::now())) {
+                tokio::time::sleep(wait).await;
+            }
+            let grpc = req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            if grpc {
+                // A unary call: read the request message before answering, as a server would.
+                let _ = req.into_body().collect().await;
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                let resp = Response::builder()
+                    .header(http::header::CONTENT_TYPE, "application/grpc")
+                    .body(Either::Right(Full::new(grpc_body).with_trailers(async move { Some(Ok(trailers)) })))
+                    .expect("static response");
+                return Ok::<_, Infallible>(resp);
+            }
+            let resp = Response::builder()
+                .header(http::header::CONTENT_TYPE, "application/octet-stream")
+                .body(Either::Left(Full::new(body)))
+                .expect("static response");
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(true);
+    builder.http2().max_concurrent_streams(1024);
+    let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+}
+
+/// The payload as one uncompressed gRPC message.
+fn grpc_frame(payload: &Bytes) -> Bytes {
+    let mut b = BytesMut::with_capacity(5 + payload.len());
+    b.put_u8(0);
+    b.put_u32(u32::try_from(payload.len()).unwrap_or(u32::MAX));
+    b.put_slice(payload);
+    b.freeze()
+}
+
+/// Opaque request/response: every request line read whole is answered with the payload; anything
+/// else closes the connection.
+async fn serve_tcp(mut tcp: TcpStream, body: Bytes) {
+    let mut req = [0u8; TCP_REQUEST.len()];
+    loop {
+        if tcp.read_exact(&mut req).await.is_err() || req != TCP_REQUEST {
+            return;
+        }
+        if tcp.write_all(&body).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -72,12 +72,19 @@ pub struct Tuning {
     /// Connection counts of the connection sweep ("none" to skip).
     #[arg(long, value_delimiter = ',')]
     pub connection_sweep: Option<Vec<String>>,
-    /// Offered rates of the rate sweep, stopped per topology at saturation ("none" to skip).
+    /// Offered rates of the rate sweep, stopped per topology at saturation ("none" to skip). The
+    /// full method goes on past the list (×1.25 a step, up to 100000 rps) until every topology
+    /// has saturated.
     #[arg(long, value_delimiter = ',')]
     pub rate_sweep: Option<Vec<String>>,
+    /// Other protocols measured at the main rate beside the main one: http2, grpc, tcp ("none" to
+    /// skip). Default: all three.
+    #[arg(long, value_delimiter = ',')]
+    pub protocols: Option<Vec<String>>,
     /// Bytes in each response.
     #[arg(long, default_value_t = 1024)]
     pub payload: usize,
+    /// The main measurement's protocol.
     #[arg(long, value_enum, default_value = "http1")]
     pub protocol: Protocol,
 }
@@ -214,12 +221,12 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// A comma list of numbers, or `none`.
+/// A comma list (numbers, protocols), or `none`.
 pub fn parse_list<T: std::str::FromStr>(items: &[String]) -> anyhow::Result<Vec<T>> {
     if items.len() == 1 && items[0] == "none" {
         return Ok(vec![]);
     }
-    items.iter().map(|i| i.trim().parse::<T>().map_err(|_| anyhow::anyhow!("bad number {i:?}"))).collect()
+    items.iter().map(|i| i.trim().parse::<T>().map_err(|_| anyhow::anyhow!("bad list item {i:?}"))).collect()
 }
 
 #[cfg(test)]

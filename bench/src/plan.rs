@@ -1,5 +1,6 @@
 //! What a benchmark run consists of: the main measurement (one rate, a few connection counts,
-//! several repetitions), a connection sweep and a rate sweep up to saturation — every round
+//! several repetitions), a connection sweep, the same rate in other protocols (HTTP/2, gRPC,
+//! opaque TCP) and a rate sweep that goes on until every topology saturates — every round
 //! interleaved across the topologies (A B C A B C…), so that slow drifts of a shared machine land
 //! on all of them alike instead of on whichever ran last.
 
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::load::LoadSummary;
+use crate::load::{LoadSummary, Protocol};
 use crate::topology::Kind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -19,6 +20,8 @@ pub enum Series {
     Connections,
     /// Latency against the offered rate, up to saturation.
     Rate,
+    /// The main rate in another protocol than the main measurement's.
+    Protocol,
 }
 
 impl Series {
@@ -27,6 +30,7 @@ impl Series {
             Self::Main => "main",
             Self::Connections => "connections",
             Self::Rate => "rate",
+            Self::Protocol => "protocol",
         }
     }
 }
@@ -45,6 +49,14 @@ pub struct Settings {
     pub rate_sweep_connections: usize,
     pub sweep_duration: Duration,
     pub sweep_warmup: Duration,
+    /// Past the listed rates, the sweep goes on in steps of this factor until every topology has
+    /// saturated, up to `rate_sweep_limit` (so each one's knee is found, not the list's end).
+    pub rate_sweep_growth: f64,
+    pub rate_sweep_limit: f64,
+    /// Other protocols measured at the main rate (at the sweep's connection count, with the sweep's
+    /// run length), beside the main measurement's.
+    pub protocols: Vec<Protocol>,
+    pub protocol_repetitions: usize,
 }
 
 impl Settings {
@@ -62,6 +74,10 @@ impl Settings {
             rate_sweep_connections: 16,
             sweep_duration: Duration::from_millis(1500),
             sweep_warmup: Duration::from_millis(500),
+            rate_sweep_growth: 1.0,
+            rate_sweep_limit: 2000.0,
+            protocols: vec![Protocol::Http2, Protocol::Grpc, Protocol::Tcp],
+            protocol_repetitions: 1,
         }
     }
 
@@ -80,6 +96,10 @@ impl Settings {
             rate_sweep_connections: 16,
             sweep_duration: Duration::from_secs(4),
             sweep_warmup: Duration::from_secs(1),
+            rate_sweep_growth: 1.25,
+            rate_sweep_limit: 100_000.0,
+            protocols: vec![Protocol::Http2, Protocol::Grpc, Protocol::Tcp],
+            protocol_repetitions: 3,
         }
     }
 }
@@ -89,6 +109,8 @@ impl Settings {
 pub struct Step {
     pub kind: Kind,
     pub series: Series,
+    /// `None`: the session's main protocol.
+    pub protocol: Option<Protocol>,
     pub rate: f64,
     pub connections: usize,
     pub rep: usize,
@@ -106,6 +128,7 @@ pub fn fixed_steps(s: &Settings, kinds: &[Kind]) -> Vec<Step> {
                 steps.push(Step {
                     kind,
                     series: Series::Main,
+                    protocol: None,
                     rate: s.rate,
                     connections,
                     rep,
@@ -121,8 +144,25 @@ pub fn fixed_steps(s: &Settings, kinds: &[Kind]) -> Vec<Step> {
                 steps.push(Step {
                     kind,
                     series: Series::Connections,
+                    protocol: None,
                     rate: s.rate,
                     connections,
+                    rep,
+                    warmup: s.sweep_warmup,
+                    duration: s.sweep_duration,
+                });
+            }
+        }
+    }
+    for rep in 0..s.protocol_repetitions {
+        for &protocol in &s.protocols {
+            for &kind in kinds {
+                steps.push(Step {
+                    kind,
+                    series: Series::Protocol,
+                    protocol: Some(protocol),
+                    rate: s.rate,
+                    connections: s.rate_sweep_connections,
                     rep,
                     warmup: s.sweep_warmup,
                     duration: s.sweep_duration,
@@ -133,6 +173,23 @@ pub fn fixed_steps(s: &Settings, kinds: &[Kind]) -> Vec<Step> {
     steps
 }
 
+/// The rate sweep's steps: the listed rates, then on by `rate_sweep_growth` (rounded to 1000 rps)
+/// up to `rate_sweep_limit`. The caller stops when every topology has saturated.
+pub fn sweep_rates(s: &Settings) -> Vec<f64> {
+    let mut rates = s.rate_sweep.clone();
+    if let Some(&last) = rates.last() {
+        let mut r = last;
+        while s.rate_sweep_growth > 1.0 {
+            r = ((r * s.rate_sweep_growth) / 1000.0).round() * 1000.0;
+            if r > s.rate_sweep_limit {
+                break;
+            }
+            rates.push(r);
+        }
+    }
+    rates
+}
+
 /// One round of the rate sweep: every topology not yet saturated, at `rate`.
 pub fn rate_round(s: &Settings, rate: f64, active: &[Kind]) -> Vec<Step> {
     active
@@ -140,6 +197,7 @@ pub fn rate_round(s: &Settings, rate: f64, active: &[Kind]) -> Vec<Step> {
         .map(|&kind| Step {
             kind,
             series: Series::Rate,
+            protocol: None,
             rate,
             connections: s.rate_sweep_connections,
             rep: 0,
@@ -152,6 +210,7 @@ pub fn rate_round(s: &Settings, rate: f64, active: &[Kind]) -> Vec<Step> {
 /// Load time of the whole plan if nothing saturates (for the progress bar).
 pub fn planned_seconds(s: &Settings, kinds: &[Kind]) -> f64 {
     let fixed: f64 = fixed_steps(s, kinds).iter().map(|st| (st.warmup + st.duration).as_secs_f64()).sum();
+    // The sweep's extension past its list runs until each topology saturates: not counted.
     fixed + (s.sweep_warmup + s.sweep_duration).as_secs_f64() * (s.rate_sweep.len() * kinds.len()) as f64
 }
 
@@ -190,9 +249,32 @@ mod tests {
     #[test]
     fn plan_length_bounds_the_full_run() {
         let secs = planned_seconds(&Settings::full(), &Kind::ALL);
-        assert!(secs < 17.0 * 60.0, "a full run's load time must stay well under 20 minutes: {secs}");
+        assert!(secs < 19.0 * 60.0, "a full run's load time (before the sweep's extension) must stay under 20 minutes: {secs}");
         let quick = planned_seconds(&Settings::quick(), &[Kind::Baseline, Kind::Floor, Kind::Weft, Kind::Envoy]);
-        assert!(quick < 40.0, "{quick}");
+        assert!(quick < 60.0, "{quick}");
+    }
+
+    #[test]
+    fn protocol_rows_run_at_the_main_rate_for_every_topology() {
+        let kinds = [Kind::Baseline, Kind::Weft];
+        let s = Settings { protocol_repetitions: 2, ..Settings::quick() };
+        let rows: Vec<(Kind, Option<Protocol>, usize)> = fixed_steps(&s, &kinds)
+            .iter()
+            .filter(|st| st.series == Series::Protocol)
+            .map(|st| (st.kind, st.protocol, st.rep))
+            .collect();
+        assert_eq!(rows.len(), 2 * 3 * 2);
+        assert_eq!(rows[..2], [(Kind::Baseline, Some(Protocol::Http2), 0), (Kind::Weft, Some(Protocol::Http2), 0)]);
+        assert!(fixed_steps(&s, &kinds).iter().all(|st| st.series == Series::Protocol || st.protocol.is_none()));
+    }
+
+    #[test]
+    fn the_rate_sweep_goes_past_its_list_to_the_limit() {
+        let rates = sweep_rates(&Settings::full());
+        assert_eq!(rates[..8], Settings::full().rate_sweep[..]);
+        assert_eq!(rates[8..11], [25_000.0, 31_000.0, 39_000.0]);
+        assert!(rates.last().is_some_and(|&r| r <= 100_000.0 && r * 1.25 > 100_000.0), "{rates:?}");
+        assert_eq!(sweep_rates(&Settings::quick()), [2000.0]);
     }
 
     #[test]

@@ -54,16 +54,26 @@ impl RunRecord {
     }
 }
 
+/// Where the step's load goes: a TCP listener of its own where the topology has one.
+fn target(d: &Deployment, step: &Step, w: &Workload) -> std::net::SocketAddr {
+    match step.protocol.unwrap_or(w.protocol) {
+        Protocol::Tcp => d.tcp_target.unwrap_or(d.target),
+        _ => d.target,
+    }
+}
+
 fn load_args(d: &Deployment, step: &Step, w: &Workload) -> Vec<String> {
+    let protocol = step.protocol.unwrap_or(w.protocol);
+    let target = target(d, step, w);
     [
         "bench",
         "load",
         "--target",
-        &d.target.to_string(),
+        &target.to_string(),
         "--authority",
         &d.authority,
         "--protocol",
-        w.protocol.name(),
+        protocol.name(),
         "--rate",
         &step.rate.to_string(),
         "--connections",
@@ -84,7 +94,11 @@ fn load_args(d: &Deployment, step: &Step, w: &Workload) -> Vec<String> {
 }
 
 pub fn run_id(step: &Step) -> String {
-    format!("{}-{}-r{}-c{}-rep{}", step.kind, step.series.name(), step.rate as u64, step.connections, step.rep + 1)
+    let series = match step.protocol {
+        Some(p) => format!("{}-{}", step.series.name(), p.name()),
+        None => step.series.name().to_string(),
+    };
+    format!("{}-{}-r{}-c{}-rep{}", step.kind, series, step.rate as u64, step.connections, step.rep + 1)
 }
 
 /// Runs `step` against `d` and meters its proxies.
@@ -161,7 +175,7 @@ pub fn measure(d: &mut Deployment, step: &Step, w: &Workload, launcher: &Launche
         topology: step.kind,
         series: step.series,
         rep: step.rep,
-        target: d.target.to_string(),
+        target: target(d, step, w).to_string(),
         load,
         proxies,
     })

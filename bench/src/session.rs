@@ -46,6 +46,11 @@ pub fn settings(a: &BenchArgs) -> anyhow::Result<Settings> {
     if let Some(r) = &a.tuning.rate_sweep {
         s.rate_sweep = parse_list(r)?;
     }
+    if let Some(p) = &a.tuning.protocols {
+        s.protocols = parse_list(p)?;
+    }
+    // The main protocol is measured already; a row of its own would repeat it.
+    s.protocols.retain(|p| *p != a.tuning.protocol);
     if s.duration.is_zero() {
         bail!("--duration must be positive");
     }
@@ -212,7 +217,7 @@ fn session(
         run_step(&step, &mut records)?;
     }
     let mut active = kinds.to_vec();
-    for &rate in &settings.rate_sweep {
+    for rate in plan::sweep_rates(settings) {
         if active.is_empty() {
             break;
         }
@@ -288,7 +293,12 @@ mod tests {
     fn flags_override_the_method() {
         let s = settings(&args(&["--quick", "--rate", "500", "--connections", "2,8", "--rate-sweep", "none"])).unwrap();
         assert_eq!((s.rate, s.connections.clone(), s.rate_sweep_connections), (500.0, vec![2, 8], 8));
-        assert!(s.rate_sweep.is_empty());
+        assert!(s.rate_sweep.is_empty() && plan::sweep_rates(&s).is_empty());
+        let s = settings(&args(&["--protocols", "tcp,grpc"])).unwrap();
+        assert_eq!(s.protocols, [crate::load::Protocol::Tcp, crate::load::Protocol::Grpc]);
+        let s = settings(&args(&["--protocol", "http2"])).unwrap();
+        assert_eq!(s.protocols, [crate::load::Protocol::Grpc, crate::load::Protocol::Tcp], "no second http2 row");
+        assert!(settings(&args(&["--protocols", "quic"])).is_err());
         let s = settings(&args(&["--duration", "3s", "--repetitions", "2", "--connection-sweep", "8,100"])).unwrap();
         assert_eq!((s.duration, s.repetitions, s.connection_sweep.clone()), (Duration::from_secs(3), 2, vec![8, 100]));
         assert!(settings(&args(&["--rate", "0"])).is_err());

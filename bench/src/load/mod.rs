@@ -30,6 +30,10 @@ const BACKLOG_GRACE: Duration = Duration::from_secs(1);
 pub enum Protocol {
     Http1,
     Http2,
+    /// gRPC unary calls over HTTP/2.
+    Grpc,
+    /// Opaque TCP request/response (one small request, the payload back).
+    Tcp,
 }
 
 impl Protocol {
@@ -37,7 +41,24 @@ impl Protocol {
         match self {
             Self::Http1 => "http1",
             Self::Http2 => "http2",
+            Self::Grpc => "grpc",
+            Self::Tcp => "tcp",
         }
+    }
+
+    /// Whether requests wait for their connection (one at a time) rather than become streams.
+    fn one_at_a_time(self) -> bool {
+        matches!(self, Self::Http1 | Self::Tcp)
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Self::Http1, Self::Http2, Self::Grpc, Self::Tcp]
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown protocol {s:?} (http1, http2, grpc, tcp)"))
     }
 }
 
@@ -116,30 +137,22 @@ async fn run_async(spec: LoadSpec, on_event: Arc<dyn Fn(LoadEvent) + Send + Sync
     }
 
     let ctx = Arc::new(Ctx { spec: spec.clone(), recorder: recorder.clone(), cutoff });
-    match spec.protocol {
-        Protocol::Http1 => {
-            let rx = Arc::new(tokio::sync::Mutex::new(rx));
-            let workers: Vec<_> = conns
-                .into_iter()
-                .map(|c| match c {
-                    Connection::Http1(s) => tokio::spawn(http1_worker(s, rx.clone(), ctx.clone())),
-                    Connection::Http2(_) => unreachable!("http1 connections for http1"),
-                })
-                .collect();
-            for w in workers {
-                w.await.context("load worker")?;
-            }
+    if spec.protocol.one_at_a_time() {
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let workers: Vec<_> =
+            conns.into_iter().map(|c| tokio::spawn(serial_worker(c, rx.clone(), ctx.clone()))).collect();
+        for w in workers {
+            w.await.context("load worker")?;
         }
-        Protocol::Http2 => {
-            let senders: Vec<_> = conns
-                .into_iter()
-                .map(|c| match c {
-                    Connection::Http2(s) => s,
-                    Connection::Http1(_) => unreachable!("http2 connections for http2"),
-                })
-                .collect();
-            http2_dispatch(senders, rx, ctx.clone()).await;
-        }
+    } else {
+        let senders: Vec<_> = conns
+            .into_iter()
+            .filter_map(|c| match c {
+                Connection::Http2(s) => Some(s),
+                Connection::Http1(_) | Connection::Tcp(_) => None,
+            })
+            .collect();
+        http2_dispatch(senders, rx, ctx.clone()).await;
     }
     stop.store(true, Ordering::Relaxed);
     let pacer_stats = pacer.join().map_err(|_| anyhow::anyhow!("the pacer thread panicked"))?;
@@ -188,14 +201,11 @@ impl Ctx {
     }
 }
 
-/// One HTTP/1.1 connection: takes the next slot when it is free (slots queue while every
+/// One HTTP/1.1 or TCP connection: takes the next slot when it is free (slots queue while every
 /// connection is busy — exactly the wait the corrected latency includes).
-async fn http1_worker(
-    send: hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
-    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Tick>>>,
-    ctx: Arc<Ctx>,
-) {
-    let mut send = Some(send);
+async fn serial_worker(first: Connection, rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Tick>>>, ctx: Arc<Ctx>) {
+    let mut conn = Some(first);
+    let mut buf = Vec::new();
     loop {
         let tick = { rx.lock().await.recv().await };
         let Some(tick) = tick else { return };
@@ -203,23 +213,28 @@ async fn http1_worker(
             continue;
         }
         // A connection the target closed is replaced (the failed request was counted already).
-        if send.as_ref().is_none_or(|s| s.is_closed()) {
-            match conn::connect(ctx.spec.target, Protocol::Http1).await {
-                Ok(Connection::Http1(s)) => send = Some(s),
-                Ok(Connection::Http2(_)) => unreachable!("asked for http1"),
+        if conn.as_ref().is_none_or(|c| matches!(c, Connection::Http1(s) if s.is_closed())) {
+            match conn::connect(ctx.spec.target, ctx.spec.protocol).await {
+                Ok(c) => conn = Some(c),
                 Err(e) => {
                     lock(&ctx.recorder).error(&e.kind(), e.detail());
-                    send = None;
+                    conn = None;
                     continue;
                 }
             }
         }
-        let Some(s) = send.as_mut() else { continue };
         let sent = Instant::now();
-        let result = tokio::time::timeout(ctx.spec.request_timeout, conn::send_http1(s, &ctx.spec.request)).await;
+        let timeout = ctx.spec.request_timeout;
+        let result = match conn.as_mut() {
+            Some(Connection::Http1(s)) => tokio::time::timeout(timeout, conn::send_http1(s, &ctx.spec.request)).await,
+            Some(Connection::Tcp(t)) => {
+                tokio::time::timeout(timeout, conn::send_tcp(t, &ctx.spec.request, &mut buf)).await
+            }
+            Some(Connection::Http2(_)) | None => continue,
+        };
         if !matches!(result, Ok(Ok(()))) {
             // After a failure or a timeout the connection's state is unknown: start afresh.
-            send = None;
+            conn = None;
         }
         ctx.record(tick, sent, result);
     }
@@ -227,7 +242,7 @@ async fn http1_worker(
 
 /// HTTP/2: every slot becomes a stream right away, round-robin over the connections.
 async fn http2_dispatch(
-    senders: Vec<hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>>,
+    senders: Vec<hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>>,
     mut rx: mpsc::UnboundedReceiver<Tick>,
     ctx: Arc<Ctx>,
 ) {
@@ -244,8 +259,11 @@ async fn http2_dispatch(
         let done_tx = done_tx.clone();
         tokio::spawn(async move {
             let sent = Instant::now();
-            let result =
-                tokio::time::timeout(ctx.spec.request_timeout, conn::send_http2(send, &ctx.spec.request)).await;
+            let result = tokio::time::timeout(
+                ctx.spec.request_timeout,
+                conn::send_http2(send, &ctx.spec.request, ctx.spec.protocol),
+            )
+            .await;
             ctx.record(tick, sent, result);
             drop(done_tx);
         });

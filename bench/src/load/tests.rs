@@ -1,5 +1,6 @@
-//! The generator against the built-in backend in this process: rates and counts, HTTP/1.1 and
-//! HTTP/2, errors counted, and the coordinated-omission correction (the stall test).
+//! The generator against the built-in backend in this process: rates and counts, HTTP/1.1,
+//! HTTP/2, gRPC and opaque TCP, errors counted, and the coordinated-omission correction (the
+//! issue's stall test).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -94,6 +95,34 @@ fn http1_run_is_paced_and_clean() {
 #[test]
 fn http2_run_is_paced_and_clean() {
     check_clean_run(Protocol::Http2);
+}
+
+#[test]
+fn grpc_run_is_paced_and_clean() {
+    check_clean_run(Protocol::Grpc);
+}
+
+#[test]
+fn opaque_tcp_run_is_paced_and_clean() {
+    check_clean_run(Protocol::Tcp);
+}
+
+#[test]
+fn a_grpc_answer_without_status_zero_is_an_error() {
+    // A 200 with a body but no `grpc-status` trailer: not a successful call.
+    let addr = start_status_server(200);
+    let s = run(&spec(addr, Protocol::Grpc, 200.0, 1, 0.2), |_| {}).unwrap();
+    assert_eq!(s.requests, 0);
+    assert!(s.errors > 0 && s.errors_by_kind.contains_key("grpc status"), "{:?}", s.errors_by_kind);
+}
+
+#[test]
+fn a_tcp_answer_cut_short_is_an_error() {
+    // An HTTP server answers the opaque request with a short 400 and closes.
+    let addr = start_status_server(200);
+    let s = run(&spec(addr, Protocol::Tcp, 200.0, 1, 0.2), |_| {}).unwrap();
+    assert_eq!(s.requests, 0);
+    assert!(s.errors > 0 && s.errors_by_kind.contains_key("short body"), "{:?}", s.errors_by_kind);
 }
 
 #[test]

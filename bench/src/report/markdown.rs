@@ -1,6 +1,6 @@
 //! The Markdown report: how the run was made, added latency over the baseline, absolute latency
-//! (corrected beside uncorrected), cost per proxy, ratios between the proxies, latency against
-//! connections and against rate.
+//! (corrected beside uncorrected), cost per proxy, ratios between the proxies, the same load in
+//! other protocols, latency against connections and against rate.
 
 use std::fmt::Write;
 
@@ -213,6 +213,8 @@ pub fn render(meta: &Meta, s: &Summary) -> String {
         }
     }
 
+    protocols(&mut o, meta, s);
+
     let all_conns: std::collections::BTreeSet<usize> =
         s.topologies.iter().flat_map(|t| t.p50_by_connections.keys().copied()).collect();
     if all_conns.len() > 1 {
@@ -272,6 +274,60 @@ pub fn render(meta: &Meta, s: &Summary) -> String {
     o
 }
 
+/// The same rate in every protocol measured: added p50 / p99 and the cost, per topology.
+fn protocols(o: &mut String, meta: &Meta, s: &Summary) {
+    let protocols: std::collections::BTreeSet<&str> =
+        s.topologies.iter().flat_map(|t| t.by_protocol.keys().map(String::as_str)).collect();
+    if protocols.len() < 2 {
+        return;
+    }
+    // The main protocol first, then the others in a fixed order.
+    let order: Vec<&str> = std::iter::once(meta.workload.protocol.name())
+        .chain(["http1", "http2", "grpc", "tcp"])
+        .filter(|p| protocols.contains(p))
+        .fold(vec![], |mut v, p| {
+            if !v.contains(&p) {
+                v.push(p);
+            }
+            v
+        });
+    let _ = writeln!(
+        o,
+        "## By protocol
+
+At {} rps and {} connections: HTTP/1.1, HTTP/2 from the client (prior knowledge), gRPC unary calls, opaque TCP request/response (a 10-byte request, the payload back). Added corrected p50 / p99 (each run minus the baseline's run of the same protocol and round) and vCPU per 1000 rps per proxy; median (min–max) over repetitions. The baseline row is absolute.
+",
+        meta.settings.rate, meta.settings.rate_sweep_connections
+    );
+    let mut head = String::from("| topology |");
+    let mut sep = String::from("| --- |");
+    for p in &order {
+        head.push_str(&format!(" {p}: added p50 | {p}: added p99 | {p}: vCPU/krps |"));
+        sep.push_str(" --- | --- | --- |");
+    }
+    let _ = writeln!(
+        o,
+        "{head}
+{sep}"
+    );
+    for t in &s.topologies {
+        let mut row = format!("| {} |", name(t));
+        for p in &order {
+            match t.by_protocol.get(*p) {
+                Some(r) if t.kind == Some(Kind::Baseline) => {
+                    row.push_str(&format!(" {} | {} | – |", us(r.p50), us(r.p99)));
+                }
+                Some(r) => {
+                    row.push_str(&format!(" {} | {} | {} |", us(r.added_p50), us(r.added_p99), num(r.vcpu_per_krps, 3)))
+                }
+                None => row.push_str(" – | – | – |"),
+            }
+        }
+        let _ = writeln!(o, "{row}");
+    }
+    let _ = writeln!(o);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,5 +355,26 @@ mod tests {
         // weft adds 150, the floor 101: 1.49×.
         assert!(md.contains("| weft | 1.49× | 1 |") || md.contains("| weft | 1.49×"), "{md}");
         assert!(md.contains("## Latency against rate"), "{md}");
+        assert!(!md.contains("## By protocol"), "one protocol: no table of protocols\n{md}");
+
+        // A TCP row beside the main protocol's: the table, the main protocol's column first.
+        for rep in 0..3 {
+            for (kind, p50) in [(Kind::Baseline, 80), (Kind::Floor, 130), (Kind::Weft, 140)] {
+                let mut r = record(kind, Series::Protocol, 1000.0, 16, rep, p50, 0.5);
+                r.load.protocol = "tcp".into();
+                recs.push(r);
+            }
+        }
+        for r in recs.iter_mut().filter(|r| r.series == Series::Main) {
+            r.load.protocol = "http1".into();
+        }
+        let md = render(&m, &summarize(&m, &recs));
+        assert!(md.contains("## By protocol"), "{md}");
+        assert!(
+            md.contains("| topology | http1: added p50 | http1: added p99 | http1: vCPU/krps | tcp: added p50 |"),
+            "{md}"
+        );
+        assert!(md.contains("| baseline | 100 µs (100–100) | 400 µs (400–400) | – | 80 µs (80–80) |"), "{md}");
+        assert!(md.contains("| 60 µs (60–60) | 240 µs (240–240) | 0.050 (0.050–0.050) |"), "weft's tcp row\n{md}");
     }
 }

@@ -67,24 +67,30 @@ pub fn document(meta: &Meta, r: &RunRecord) -> Value {
         label(&format!("{}_vm_rss_peak_kb", p.role), u.vm_rss_peak_kb.to_string());
         label(&format!("{}_rss_anon_steady_kb", p.role), u.rss_anon_steady_kb.to_string());
     }
+    // SMP's client protocols are HTTP, TCP and gRPC; the HTTP version goes in `http_version`.
+    let protocol = match l.protocol.as_str() {
+        "tcp" => "tcp",
+        "grpc" => "grpc",
+        _ => "http",
+    };
     json!({
         "smp_version": "v1 (shape of service_mesh_performance.proto)",
         "id": r.id,
         "performance_test_config": {
             "id": r.id,
-            "name": format!("weft bench: {} {} at {} rps, {} connections, repetition {}", r.topology, r.series.name(), l.target_rate, l.connections, r.rep + 1),
+            "name": format!("weft bench: {} {} ({}) at {} rps, {} connections, repetition {}", r.topology, r.series.name(), l.protocol, l.target_rate, l.connections, r.rep + 1),
             "labels": {"topology": r.topology.name(), "placement": serde_json::to_value(meta.placement).unwrap_or_default(), "series": r.series.name()},
             "clients": [{
                 "internal": true,
                 "load_generator": "weft-bench (open-loop, pacing thread, coordinated-omission corrected, HdrHistogram µs)",
-                "protocol": "http",
+                "protocol": protocol,
                 "connections": l.connections,
                 "rps": l.target_rate as i64,
                 "headers": {},
                 "cookies": {},
                 "body": "",
                 "content_type": "",
-                "endpoint_url": [format!("http://{}/", r.target)],
+                "endpoint_url": [format!("{}://{}/", if protocol == "tcp" { "tcp" } else { "http" }, r.target)],
             }],
             "duration": format!("{}s", l.duration_s),
             "warmup": format!("{}s", l.warmup_s),

@@ -119,6 +119,21 @@ pub struct TopologySummary {
     /// Highest offered rate sustained, and the first one that was not.
     pub max_sustained_rate: Option<f64>,
     pub saturated_at: Option<f64>,
+    /// By protocol, at the main rate and the sweep's connection count: the main protocol from the
+    /// main series, the others from the protocol rows.
+    pub by_protocol: BTreeMap<String, ProtocolRow>,
+}
+
+/// One protocol's figures for one topology.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProtocolRow {
+    /// Corrected p50 / p99 (µs), absolute.
+    pub p50: Option<Spread>,
+    pub p99: Option<Spread>,
+    /// Minus the baseline's run of the same protocol and round.
+    pub added_p50: Option<Spread>,
+    pub added_p99: Option<Spread>,
+    pub vcpu_per_krps: Option<Spread>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -229,9 +244,53 @@ pub fn summarize(meta: &Meta, records: &[RunRecord]) -> Summary {
         t.rate_curve.sort_by(|a, b| a.offered.total_cmp(&b.offered));
         t.max_sustained_rate = t.rate_curve.iter().take_while(|p| p.sustained).map(|p| p.offered).last();
         t.saturated_at = t.rate_curve.iter().find(|p| !p.sustained).map(|p| p.offered);
+        t.by_protocol = by_protocol(meta, records, kind);
         out.topologies.push(t);
     }
     out
+}
+
+/// The runs comparable across protocols: the main series at the sweep's connection count, and
+/// the protocol rows.
+fn protocol_runs<'a>(meta: &Meta, records: &'a [RunRecord], kind: Kind) -> impl Iterator<Item = &'a RunRecord> {
+    let (c, rate) = (meta.settings.rate_sweep_connections, meta.settings.rate);
+    records.iter().filter(move |r| {
+        r.topology == kind
+            && (r.series == Series::Protocol || (r.series == Series::Main && r.load.connections == c))
+            && r.load.target_rate == rate
+    })
+}
+
+fn by_protocol(meta: &Meta, records: &[RunRecord], kind: Kind) -> BTreeMap<String, ProtocolRow> {
+    let mut rows = BTreeMap::new();
+    let protocols: std::collections::BTreeSet<String> =
+        protocol_runs(meta, records, kind).map(|r| r.load.protocol.clone()).collect();
+    for protocol in protocols {
+        let runs: Vec<&RunRecord> =
+            protocol_runs(meta, records, kind).filter(|r| r.load.protocol == protocol).collect();
+        let added: Vec<Point> = runs
+            .iter()
+            .filter_map(|r| {
+                let b = protocol_runs(meta, records, Kind::Baseline)
+                    .find(|b| b.series == r.series && b.load.protocol == protocol && b.rep == r.rep)?;
+                Some(Point::from(r.load.corrected) - Point::from(b.load.corrected))
+            })
+            .collect();
+        let vcpu: Vec<f64> = runs.iter().flat_map(|r| r.vcpu_per_krps()).collect();
+        let abs: Vec<Point> = runs.iter().map(|r| r.load.corrected.into()).collect();
+        let (abs, added) = (Percentiles::of(&abs), Percentiles::of(&added));
+        rows.insert(
+            protocol,
+            ProtocolRow {
+                p50: abs.p50,
+                p99: abs.p99,
+                added_p50: if kind == Kind::Baseline { None } else { added.p50 },
+                added_p99: if kind == Kind::Baseline { None } else { added.p99 },
+                vcpu_per_krps: Spread::of(&vcpu),
+            },
+        );
+    }
+    rows
 }
 
 #[cfg(test)]
@@ -351,6 +410,33 @@ pub(crate) mod tests {
         assert!((cpu.median - 0.08).abs() < 1e-9 && cpu.n == 6, "{cpu:?}");
         assert_eq!(weft.rss_steady_kb.unwrap().median, 5000.0);
         assert_eq!(weft.rss_peak_kb, 6000);
+    }
+
+    #[test]
+    fn protocol_rows_are_paired_with_the_baselines_run_of_the_same_protocol() {
+        let mut recs = vec![];
+        for (series, protocol, b, w) in [
+            (Series::Main, "http1", 100, 250),
+            (Series::Protocol, "grpc", 150, 400),
+            (Series::Protocol, "tcp", 80, 120),
+        ] {
+            for (kind, p50) in [(Kind::Baseline, b), (Kind::Weft, w)] {
+                let mut r = record(kind, series, 1000.0, 16, 0, p50, 0.5);
+                r.load.protocol = protocol.into();
+                recs.push(r);
+            }
+        }
+        // Another connection count of the main series is not this table's.
+        recs.push(record(Kind::Weft, Series::Main, 1000.0, 4, 0, 9_999, 0.5));
+        let s = summarize(&meta(&[Kind::Baseline, Kind::Weft]), &recs);
+        let w = &s.get(Kind::Weft).unwrap().by_protocol;
+        assert_eq!(w.keys().collect::<Vec<_>>(), ["grpc", "http1", "tcp"]);
+        assert_eq!(w["http1"].added_p50.unwrap().median, 150.0);
+        assert_eq!(w["grpc"].added_p50.unwrap().median, 250.0);
+        assert_eq!(w["tcp"].added_p50.unwrap().median, 40.0);
+        assert_eq!(w["tcp"].vcpu_per_krps.unwrap().median, 0.05);
+        let b = &s.get(Kind::Baseline).unwrap().by_protocol;
+        assert_eq!((b["tcp"].p50.unwrap().median, b["tcp"].added_p50), (80.0, None));
     }
 
     #[test]

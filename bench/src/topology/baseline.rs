@@ -8,6 +8,7 @@ pub fn start(s: &Setup<'_>) -> anyhow::Result<Deployment> {
     Ok(Deployment {
         kind: s.kind,
         target: addr,
+        tcp_target: None,
         authority: "backend".into(),
         load_ns: s.site.client_ns.clone(),
         measured: vec![],

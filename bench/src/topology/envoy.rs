@@ -3,7 +3,8 @@
 //! logs off, mutual TLS with SPIFFE certificates from the benchmark's CA and TLS 1.3 as both the
 //! minimum and the maximum on both sides (the client side's default maximum is 1.2), each side
 //! checking the other's SPIFFE ID, HTTP/2 between them, and the shared policy on the client side's
-//! route and cluster. Explicit in both placements.
+//! route and cluster. Explicit in both placements. Opaque TCP has a listener pair of its own
+//! (`tcp_proxy` over the same mutual TLS), as Envoy needs a listener per filter chain kind.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,10 +32,10 @@ pub fn find() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn tls_context(me: &PemIdentity, ca: &Path, peer: &str) -> String {
+/// `alpn`: the protocol list's YAML line, or empty (opaque TCP offers none).
+fn tls_context(me: &PemIdentity, ca: &Path, peer: &str, alpn: &str) -> String {
     format!(
-        r#"common_tls_context:
-          alpn_protocols: ["h2"]
+        r#"common_tls_context:{alpn}
           tls_params: {{tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_3}}
           tls_certificates:
           - certificate_chain: {{filename: "{cert}"}}
@@ -47,6 +48,35 @@ fn tls_context(me: &PemIdentity, ca: &Path, peer: &str) -> String {
         cert = me.cert.display(),
         key = me.key.display(),
         ca = ca.display(),
+    )
+}
+
+const ALPN_H2: &str = "\n          alpn_protocols: [\"h2\"]";
+
+/// A `tcp_proxy` filter to `cluster`.
+fn tcp_proxy(stat: &str, cluster: &str) -> String {
+    format!(
+        r#"- name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: {stat}
+          cluster: {cluster}"#
+    )
+}
+
+/// A static cluster of one endpoint.
+fn endpoint(name: &str, addr: SocketAddr) -> String {
+    format!(
+        r#"- name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}"#,
+        ip = addr.ip(),
+        port = addr.port(),
     )
 }
 
@@ -117,14 +147,18 @@ fn hcm(stat: &str, cluster: &str, retries: bool) -> String {
 }
 
 /// The client side: plain HTTP in on `listen`, mTLS + HTTP/2 out to `upstream`, the full policy.
-pub fn client_config(
-    admin: u16,
-    listen: SocketAddr,
-    upstream: SocketAddr,
-    me: &PemIdentity,
-    ca: &Path,
-    peer: &str,
-) -> String {
+/// Where one side listens and where it sends, for HTTP and for opaque TCP.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub admin: u16,
+    pub listen: SocketAddr,
+    pub tcp_listen: SocketAddr,
+    /// The server side (client config) or the app (server config).
+    pub upstream: SocketAddr,
+    pub tcp_upstream: SocketAddr,
+}
+
+pub fn client_config(p: Ports, me: &PemIdentity, ca: &Path, peer: &str) -> String {
     format!(
         r#"node: {{id: weft-bench-client, cluster: weft-bench}}
 admin:
@@ -136,15 +170,13 @@ static_resources:
     filter_chains:
     - filters:
       {hcm}
+  - name: outbound-tcp
+    address: {{socket_address: {{address: {tip}, port_value: {tport}}}}}
+    filter_chains:
+    - filters:
+      {tcp}
   clusters:
-  - name: server
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: server
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: {uip}, port_value: {uport}}}}}}}
+  {server}
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
@@ -155,26 +187,31 @@ static_resources:
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
         {tls}
+  {server_tcp}
+    {cb}
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        {tls_tcp}
 "#,
-        lip = listen.ip(),
-        lport = listen.port(),
-        uip = upstream.ip(),
-        uport = upstream.port(),
+        admin = p.admin,
+        lip = p.listen.ip(),
+        lport = p.listen.port(),
+        tip = p.tcp_listen.ip(),
+        tport = p.tcp_listen.port(),
         hcm = hcm("outbound", "server", true),
+        tcp = tcp_proxy("outbound-tcp", "server-tcp"),
+        server = endpoint("server", p.upstream),
+        server_tcp = endpoint("server-tcp", p.tcp_upstream),
         cb = circuit_breakers(),
-        tls = tls_context(me, ca, peer),
+        tls = tls_context(me, ca, peer, ALPN_H2),
+        tls_tcp = tls_context(me, ca, peer, ""),
     )
 }
 
 /// The server side: mTLS (client certificate required) in on `listen`, plain HTTP/1.1 to the app.
-pub fn server_config(
-    admin: u16,
-    listen: SocketAddr,
-    app: SocketAddr,
-    me: &PemIdentity,
-    ca: &Path,
-    peer: &str,
-) -> String {
+pub fn server_config(p: Ports, me: &PemIdentity, ca: &Path, peer: &str) -> String {
     format!(
         r#"node: {{id: weft-bench-server, cluster: weft-bench}}
 admin:
@@ -192,25 +229,41 @@ static_resources:
           {tls}
       filters:
       {hcm}
+  - name: inbound-tcp
+    address: {{socket_address: {{address: {tip}, port_value: {tport}}}}}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          {tls_tcp}
+      filters:
+      {tcp}
   clusters:
-  - name: app
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: app
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: {aip}, port_value: {aport}}}}}}}
+  {app}
+    # The app is called in the protocol the caller used (HTTP/1.1 stays HTTP/1.1; HTTP/2 and
+    # gRPC stay HTTP/2), as a sidecar must.
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        use_downstream_protocol_config: {{http_protocol_options: {{}}, http2_protocol_options: {{}}}}
     {cb}
+  {app_tcp}
 "#,
-        lip = listen.ip(),
-        lport = listen.port(),
-        aip = app.ip(),
-        aport = app.port(),
+        admin = p.admin,
+        lip = p.listen.ip(),
+        lport = p.listen.port(),
+        tip = p.tcp_listen.ip(),
+        tport = p.tcp_listen.port(),
         // The inbound side enforces the timeout; retries are the caller's side's job (as in Weft).
         hcm = hcm("inbound", "app", false),
+        tcp = tcp_proxy("inbound-tcp", "app-tcp"),
+        app = endpoint("app", p.upstream),
+        app_tcp = endpoint("app-tcp", p.tcp_upstream),
         cb = circuit_breakers(),
-        tls = tls_context(me, ca, peer).replace("\n        ", "\n          "),
+        tls = tls_context(me, ca, peer, ALPN_H2).replace("\n        ", "\n          "),
+        tls_tcp = tls_context(me, ca, peer, "").replace("\n        ", "\n          "),
     )
 }
 
@@ -222,27 +275,34 @@ pub fn start(s: &Setup<'_>) -> anyhow::Result<Deployment> {
     let ca = s.pki.ca_cert();
     let netns = s.site.is_netns();
     let (out_port, in_port) = (s.site.port(4140)?, s.site.port(4143)?);
+    let (tcp_out_port, tcp_in_port) = (s.site.port(4150)?, s.site.port(4153)?);
     let (client_admin, server_admin) = (s.site.port(9901)?, s.site.port(9901)?);
-    let server_listen: SocketAddr =
-        if netns { ([0, 0, 0, 0], in_port).into() } else { ([127, 0, 0, 1], in_port).into() };
+    let any_or_loopback = |port: u16| -> SocketAddr {
+        if netns {
+            ([0, 0, 0, 0], port).into()
+        } else {
+            ([127, 0, 0, 1], port).into()
+        }
+    };
     let app: SocketAddr = if netns { ([127, 0, 0, 1], backend_addr.port()).into() } else { backend_addr };
     let server_yaml = s.dir.join("envoy-server.yaml");
     let client_yaml = s.dir.join("envoy-client.yaml");
-    std::fs::write(
-        &server_yaml,
-        server_config(server_admin, server_listen, app, &server_id, &ca, &client_id.id.to_string()),
-    )?;
-    std::fs::write(
-        &client_yaml,
-        client_config(
-            client_admin,
-            ([127, 0, 0, 1], out_port).into(),
-            (s.site.server_ip, in_port).into(),
-            &client_id,
-            &ca,
-            &server_id.id.to_string(),
-        ),
-    )?;
+    let server_ports = Ports {
+        admin: server_admin,
+        listen: any_or_loopback(in_port),
+        tcp_listen: any_or_loopback(tcp_in_port),
+        upstream: app,
+        tcp_upstream: app,
+    };
+    std::fs::write(&server_yaml, server_config(server_ports, &server_id, &ca, &client_id.id.to_string()))?;
+    let client_ports = Ports {
+        admin: client_admin,
+        listen: ([127, 0, 0, 1], out_port).into(),
+        tcp_listen: ([127, 0, 0, 1], tcp_out_port).into(),
+        upstream: (s.site.server_ip, in_port).into(),
+        tcp_upstream: (s.site.server_ip, tcp_in_port).into(),
+    };
+    std::fs::write(&client_yaml, client_config(client_ports, &client_id, &ca, &server_id.id.to_string()))?;
     let args = |yaml: &Path, base_id: u32| -> Vec<String> {
         ["-c", &yaml.display().to_string(), "--concurrency", "1", "--base-id", &base_id.to_string(), "-l", "warning"]
             .map(String::from)
@@ -289,6 +349,7 @@ pub fn start(s: &Setup<'_>) -> anyhow::Result<Deployment> {
     Ok(Deployment {
         kind: s.kind,
         target: ([127, 0, 0, 1], out_port).into(),
+        tcp_target: Some(([127, 0, 0, 1], tcp_out_port).into()),
         authority: "bench-server".into(),
         load_ns: s.site.client_ns.clone(),
         measured: vec![],

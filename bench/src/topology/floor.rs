@@ -60,6 +60,7 @@ pub fn start(s: &Setup<'_>) -> anyhow::Result<Deployment> {
     Ok(Deployment {
         kind: s.kind,
         target: ([127, 0, 0, 1], out_port).into(),
+        tcp_target: None,
         authority: "backend".into(),
         load_ns: s.site.client_ns.clone(),
         measured: vec![],

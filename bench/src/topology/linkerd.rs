@@ -131,6 +131,7 @@ pub fn start(s: &Setup<'_>) -> anyhow::Result<Deployment> {
     Ok(Deployment {
         kind: s.kind,
         target: backend_addr,
+        tcp_target: None,
         authority: "bench-server".into(),
         load_ns: Some(client_ns),
         measured: vec![],

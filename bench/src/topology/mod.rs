@@ -242,6 +242,9 @@ pub struct Deployment {
     pub kind: Kind,
     /// Where the load generator connects.
     pub target: SocketAddr,
+    /// Where the opaque TCP load connects, when not `target` (a proxy that needs a listener of its
+    /// own for TCP, as Envoy does).
+    pub tcp_target: Option<SocketAddr>,
     pub authority: String,
     /// Where the load generator runs (`None`: the host).
     pub load_ns: Option<String>,

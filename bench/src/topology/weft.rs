@@ -19,15 +19,16 @@ const CLIENT: &str = "bench-client";
 const SERVER: &str = "bench-server";
 
 /// The mesh file: the two services, the server with the shared policy, callable by the client only.
+/// No protocol is declared: the server app speaks HTTP/1.1, HTTP/2, gRPC and opaque TCP on one
+/// port, so each connection is detected and the app is called in the protocol the client used
+/// (`protocol: http` would mean HTTP/1.1 to the app, and gRPC's trailers would not survive it).
 pub fn mesh_yaml() -> String {
     let p = POLICY;
     format!(
         "trust_domain: {td}
 services:
-  {CLIENT}:
-    protocol: http
+  {CLIENT}: {{}}
   {SERVER}:
-    protocol: http
     allow: [{CLIENT}]
     timeout: {timeout}
     retries:
@@ -222,6 +223,7 @@ pub fn start(s: &Setup<'_>) -> anyhow::Result<Deployment> {
     Ok(Deployment {
         kind: s.kind,
         target,
+        tcp_target: None,
         authority: SERVER.into(),
         load_ns: s.site.client_ns.clone(),
         measured: vec![],
@@ -250,5 +252,6 @@ mod tests {
         assert!(y.contains("max_retries: 2") && y.contains("per_try_timeout: 2000ms"), "{y}");
         assert!(y.contains("consecutive_failures: 5, base_ejection: 30000ms"), "{y}");
         assert!(y.contains("allow: [bench-client]"), "{y}");
+        assert!(!y.contains("protocol:"), "every protocol is detected: {y}");
     }
 }

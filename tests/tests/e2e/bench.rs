@@ -71,6 +71,13 @@ fn quick_bench_measures_every_topology_and_writes_sane_reports() {
     for t in TOPOLOGIES {
         assert!(seen.get(t).copied().unwrap_or(0) >= 2, "{t} has too few runs: {seen:?}");
     }
+    // HTTP/2, gRPC and opaque TCP crossed every pair too, each answer checked (errors 0 above).
+    for t in TOPOLOGIES {
+        for p in ["http2", "grpc", "tcp"] {
+            let doc = out.join("runs").join(format!("{t}-protocol-{p}-r1000-c16-rep1.json"));
+            assert!(doc.is_file(), "no {p} run for {t}: {}", doc.display());
+        }
+    }
 
     // The real Envoy binary was measured, not pip's Python wrapper; Weft's real proxies too.
     let summary: serde_json::Value =
@@ -88,6 +95,11 @@ fn quick_bench_measures_every_topology_and_writes_sane_reports() {
         assert!(added > 0.0 && added < 50_000.0, "{}: added p50 {added} µs", t["kind"]);
         let cpu = t["vcpu_per_krps"]["median"].as_f64().unwrap();
         assert!(cpu > 0.0 && cpu < 2.0, "{}: {cpu} vCPU per 1000 rps", t["kind"]);
+        for p in ["http1", "http2", "grpc", "tcp"] {
+            let row = &t["by_protocol"][p];
+            let cpu = row["vcpu_per_krps"]["median"].as_f64().unwrap_or(0.0);
+            assert!(row["added_p50"]["median"].is_number() && cpu > 0.0, "{} {p}: {row}", t["kind"]);
+        }
     }
 
     // The Markdown tables and the chart.
@@ -97,6 +109,7 @@ fn quick_bench_measures_every_topology_and_writes_sane_reports() {
         "## Absolute latency",
         "## Cost per proxy",
         "## Ratios between proxies",
+        "## By protocol",
         "## Latency against rate",
     ] {
         assert!(md.contains(section), "report.md lacks {section}:\n{md}");
