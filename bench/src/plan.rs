@@ -177,17 +177,19 @@ pub fn fixed_steps(s: &Settings, kinds: &[Kind]) -> Vec<Step> {
 /// up to `rate_sweep_limit`. The caller stops when every topology has saturated.
 pub fn sweep_rates(s: &Settings) -> Vec<f64> {
     let mut rates = s.rate_sweep.clone();
-    if let Some(&last) = rates.last() {
-        let mut r = last;
-        while s.rate_sweep_growth > 1.0 {
-            r = ((r * s.rate_sweep_growth) / 1000.0).round() * 1000.0;
-            if r > s.rate_sweep_limit {
-                break;
-            }
-            rates.push(r);
-        }
+    let Some(&last) = rates.last() else { return rates };
+    if s.rate_sweep_growth <= 1.0 {
+        return rates;
     }
-    rates
+    let mut r = last;
+    loop {
+        // At least 1000 rps a step: rounding must never keep the sweep in place.
+        r = (((r * s.rate_sweep_growth) / 1000.0).round() * 1000.0).max(r + 1000.0);
+        if r > s.rate_sweep_limit {
+            return rates;
+        }
+        rates.push(r);
+    }
 }
 
 /// One round of the rate sweep: every topology not yet saturated, at `rate`.
@@ -249,7 +251,10 @@ mod tests {
     #[test]
     fn plan_length_bounds_the_full_run() {
         let secs = planned_seconds(&Settings::full(), &Kind::ALL);
-        assert!(secs < 19.0 * 60.0, "a full run's load time (before the sweep's extension) must stay under 20 minutes: {secs}");
+        assert!(
+            secs < 19.0 * 60.0,
+            "a full run's load time (before the sweep's extension) must stay under 20 minutes: {secs}"
+        );
         let quick = planned_seconds(&Settings::quick(), &[Kind::Baseline, Kind::Floor, Kind::Weft, Kind::Envoy]);
         assert!(quick < 60.0, "{quick}");
     }
@@ -275,6 +280,13 @@ mod tests {
         assert_eq!(rates[8..11], [25_000.0, 31_000.0, 39_000.0]);
         assert!(rates.last().is_some_and(|&r| r <= 100_000.0 && r * 1.25 > 100_000.0), "{rates:?}");
         assert_eq!(sweep_rates(&Settings::quick()), [2000.0]);
+        let slow = Settings {
+            rate_sweep: vec![1000.0],
+            rate_sweep_growth: 1.01,
+            rate_sweep_limit: 4000.0,
+            ..Settings::full()
+        };
+        assert_eq!(sweep_rates(&slow), [1000.0, 2000.0, 3000.0, 4000.0], "a small factor still moves on");
     }
 
     #[test]
