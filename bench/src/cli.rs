@@ -182,6 +182,9 @@ fn emit(line: &str) {
 }
 
 fn load_main(a: LoadArgs) -> anyhow::Result<()> {
+    if a.protocol == Protocol::Tcp && a.payload.is_none() {
+        bail!("--protocol tcp needs --payload: an opaque answer ends where its length says");
+    }
     let spec = LoadSpec {
         target: a.target,
         request: RequestTemplate { authority: a.authority, path: "/".into(), expect_body: a.payload },

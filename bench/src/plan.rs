@@ -178,7 +178,8 @@ pub fn fixed_steps(s: &Settings, kinds: &[Kind]) -> Vec<Step> {
 pub fn sweep_rates(s: &Settings) -> Vec<f64> {
     let mut rates = s.rate_sweep.clone();
     let Some(&last) = rates.last() else { return rates };
-    if s.rate_sweep_growth <= 1.0 {
+    // Only a finite start and a factor above 1 end (NaN compares false to everything).
+    if !(s.rate_sweep_growth > 1.0 && last.is_finite()) {
         return rates;
     }
     let mut r = last;

@@ -45,6 +45,9 @@ pub fn settings(a: &BenchArgs) -> anyhow::Result<Settings> {
     }
     if let Some(r) = &a.tuning.rate_sweep {
         s.rate_sweep = parse_list(r)?;
+        if s.rate_sweep.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
+            bail!("--rate-sweep needs positive rates");
+        }
     }
     if let Some(p) = &a.tuning.protocols {
         s.protocols = parse_list(p)?;
@@ -299,6 +302,9 @@ mod tests {
         let s = settings(&args(&["--protocol", "http2"])).unwrap();
         assert_eq!(s.protocols, [crate::load::Protocol::Grpc, crate::load::Protocol::Tcp], "no second http2 row");
         assert!(settings(&args(&["--protocols", "quic"])).is_err());
+        for bad in ["nan", "inf", "0", "-5"] {
+            assert!(settings(&args(&[&format!("--rate-sweep={bad}")])).is_err(), "{bad}");
+        }
         let s = settings(&args(&["--duration", "3s", "--repetitions", "2", "--connection-sweep", "8,100"])).unwrap();
         assert_eq!((s.duration, s.repetitions, s.connection_sweep.clone()), (Duration::from_secs(3), 2, vec![8, 100]));
         assert!(settings(&args(&["--rate", "0"])).is_err());

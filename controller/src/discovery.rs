@@ -20,7 +20,7 @@ use weft_proto::v1 as pb;
 use crate::connections::PeerInfo;
 use crate::kubernetes::Cluster;
 use crate::registry::Registration;
-use crate::snapshot::{Snapshot, DIRECTORY_NAME};
+use crate::snapshot::{is_directory_shard, Snapshot, DIRECTORY_SHARDS};
 use crate::state::MeshState;
 
 /// How long a new stream may take to send its first (registration) message.
@@ -34,8 +34,9 @@ pub const MAX_SUBSCRIPTIONS: usize = 10_000;
 /// one is stale. A proxy answers each at once, so this only bounds one that never does.
 pub const MAX_PENDING_RESPONSES: usize = 64;
 
-/// Resources a reconnecting proxy may say it holds: what it may subscribe to, per type.
-const MAX_HELD_AT_CONNECT: usize = 2 * MAX_SUBSCRIPTIONS + 2;
+/// Resources a reconnecting proxy may say it holds: what it may subscribe to, per type, its own
+/// policy and the directory's shards.
+const MAX_HELD_AT_CONNECT: usize = 2 * MAX_SUBSCRIPTIONS + 1 + DIRECTORY_SHARDS as usize;
 
 /// What of a proxy's NACK is kept (state API, logs): a NACK may carry megabytes.
 const MAX_NACK_MESSAGE_CHARS: usize = 512;
@@ -141,21 +142,24 @@ impl SessionState {
         match type_url {
             types::SERVICE => name == self.own_service || self.subscriptions.contains(name),
             types::ENDPOINTS => self.subscriptions.contains(name),
-            types::DIRECTORY => self.transparent && name == DIRECTORY_NAME,
+            types::DIRECTORY => self.transparent && is_directory_shard(name),
             _ => false,
         }
     }
 
     /// The names of a type this proxy wants, in name order. A diff looks up only these: walking
     /// every resource of the mesh instead made each snapshot cost O(services) per session, so a
-    /// connect storm cost O(proxies² × services) (see `weft bench control-plane`).
-    fn wanted(&self, type_url: &str) -> BTreeSet<&str> {
+    /// connect storm cost O(proxies² × services) (see `weft bench control-plane`). A transparent
+    /// proxy wants every shard of the directory `current` has (at most [`DIRECTORY_SHARDS`]).
+    fn wanted<'a>(&'a self, type_url: &str, current: &'a BTreeMap<String, Arc<pb::Resource>>) -> BTreeSet<&'a str> {
         match type_url {
             types::SERVICE => {
                 self.subscriptions.iter().map(String::as_str).chain([self.own_service.as_str()]).collect()
             }
             types::ENDPOINTS => self.subscriptions.iter().map(String::as_str).collect(),
-            types::DIRECTORY if self.transparent => BTreeSet::from([DIRECTORY_NAME]),
+            types::DIRECTORY if self.transparent => {
+                current.keys().map(String::as_str).filter(|n| is_directory_shard(n)).collect()
+            }
             _ => BTreeSet::new(),
         }
     }
@@ -176,7 +180,7 @@ impl SessionState {
             // Held resources are merged into (a response of their own); everything else is
             // authoritative at once, even during the hold-down.
             let (mut full, mut merges) = (Vec::new(), Vec::new());
-            for (name, r) in self.wanted(t).into_iter().filter_map(|n| current.get_key_value(n)) {
+            for (name, r) in self.wanted(t, current).into_iter().filter_map(|n| current.get_key_value(n)) {
                 if sent.get(name) == Some(&r.version) {
                     continue;
                 }
@@ -1011,11 +1015,8 @@ mod tests {
         // nothing: the pod's ports are bar's.
         assert!(add("evil", "10.0.0.2:4150", false, &[8080], 3).is_err());
         let snap = Snapshot::build(1, &mesh, reg.iter());
-        let dir = match &snap.resources(types::DIRECTORY).unwrap()[DIRECTORY_NAME].body {
-            Some(pb::resource::Body::Directory(d)) => d.clone(),
-            other => panic!("{other:?}"),
-        };
-        let get = |a: &str| dir.entries.iter().find(|e| e.address == a).map(|e| e.service.clone());
+        let dir = snap.directory();
+        let get = |a: &str| dir.get(a).cloned();
         assert_eq!(get("10.0.0.2").as_deref(), Some("default/bar"));
         assert_eq!(get("10.0.0.2:9090").as_deref(), Some("default/foo"));
         assert_eq!(get("10.0.0.2:8080"), None);

@@ -165,6 +165,13 @@ pub async fn run(
         }
     });
     tasks.spawn({
+        let state = state.clone();
+        async move {
+            state.trim_loop().await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
         let (ca, identity, ttl) = (ca.clone(), identity.clone(), cfg.cert_ttl);
         async move {
             loop {

@@ -13,8 +13,31 @@ use crate::mesh::{default_circuit_breaker, MeshConfig};
 use crate::policy::Finding;
 use crate::registry::WorkloadRecord;
 
-/// The directory is one resource.
-pub const DIRECTORY_NAME: &str = "mesh";
+/// The directory is split into this many resources (shards) by a hash of each address's IP. A
+/// registration changes the shard of its IPs only, so each transparent proxy receives about
+/// 1/64 of the directory per change, not all of it (whole, the directory made every change cost
+/// O(N) bytes to each of N transparent proxies: 18 MB per registration at 500).
+pub const DIRECTORY_SHARDS: u64 = 64;
+
+/// A directory shard's resource name: `mesh-00` … `mesh-3f`.
+pub fn directory_shard_name(shard: u64) -> String {
+    format!("mesh-{:02x}", shard % DIRECTORY_SHARDS)
+}
+
+/// Whether `name` names a directory shard.
+pub fn is_directory_shard(name: &str) -> bool {
+    name.strip_prefix("mesh-")
+        .and_then(|n| u64::from_str_radix(n, 16).ok())
+        .is_some_and(|n| n < DIRECTORY_SHARDS && directory_shard_name(n) == name)
+}
+
+/// The shard of a directory address (`IP` or `IP:port`): by its IP, so a workload's entries all
+/// land in one shard.
+fn shard_of(address: &str) -> u64 {
+    let ip = address.parse::<std::net::SocketAddr>().map(|a| a.ip()).or_else(|_| address.parse::<std::net::IpAddr>());
+    let key = ip.map_or_else(|_| address.to_string(), |ip| ip.to_string());
+    fnv1a(key.as_bytes()) % DIRECTORY_SHARDS
+}
 
 /// Every resource of every type, as of one version.
 pub struct Snapshot {
@@ -31,6 +54,19 @@ impl Snapshot {
 
     pub fn resources(&self, type_url: &str) -> Option<&BTreeMap<String, Arc<pb::Resource>>> {
         self.by_type.get(type_url)
+    }
+
+    /// The whole directory, every shard's entries together: address → service.
+    pub fn directory(&self) -> BTreeMap<String, String> {
+        let shards = self.resources(types::DIRECTORY).into_iter().flat_map(|m| m.values());
+        shards
+            .filter_map(|r| match &r.body {
+                Some(pb::resource::Body::Directory(d)) => Some(d.entries.iter()),
+                _ => None,
+            })
+            .flatten()
+            .map(|e| (e.address.clone(), e.service.clone()))
+            .collect()
     }
 
     pub fn build<'a>(
@@ -114,9 +150,13 @@ impl Snapshot {
         let before = reuse(types::ENDPOINTS);
         let body = |endpoints| pb::resource::Body::Endpoints(pb::EndpointSet { endpoints });
         by_type.insert(types::ENDPOINTS, endpoints.into_iter().map(|(n, e)| resource(before, n, body(e))).collect());
-        let directory = pb::resource::Body::Directory(directory(mesh, workloads, cluster));
-        let directory = resource(reuse(types::DIRECTORY), DIRECTORY_NAME.to_string(), directory);
-        by_type.insert(types::DIRECTORY, BTreeMap::from([directory]));
+        let before = reuse(types::DIRECTORY);
+        let shards = directory(mesh, workloads, cluster).into_iter();
+        let body = pb::resource::Body::Directory;
+        by_type.insert(
+            types::DIRECTORY,
+            shards.map(|(n, d)| resource(before, directory_shard_name(n), body(d))).collect(),
+        );
         Self { version, by_type, findings }
     }
 }
@@ -125,12 +165,13 @@ impl Snapshot {
 /// `IP:port`) come first; then, in order of registration, each transparent workload's IPs (any
 /// port: the pod is the workload) and each workload's `IP:app-port`s. Whoever holds an address
 /// first keeps it: a later registration never removes or shadows another workload's entry (the
-/// registry already refuses app ports another identity holds).
+/// registry already refuses app ports another identity holds). Split into shards (only those with
+/// entries), each in address order.
 fn directory<'a>(
     mesh: &MeshConfig,
     workloads: impl Iterator<Item = &'a WorkloadRecord>,
     cluster: Option<&ClusterView>,
-) -> pb::Directory {
+) -> BTreeMap<u64, pb::Directory> {
     let mut map: BTreeMap<String, String> = BTreeMap::new();
     for (key, s) in &mesh.services {
         if let Ok(ip) = s.vip.parse::<std::net::IpAddr>() {
@@ -156,9 +197,11 @@ fn directory<'a>(
             }
         }
     }
-    pb::Directory {
-        entries: map.into_iter().map(|(address, service)| pb::DirectoryEntry { address, service }).collect(),
+    let mut shards: BTreeMap<u64, pb::Directory> = BTreeMap::new();
+    for (address, service) in map {
+        shards.entry(shard_of(&address)).or_default().entries.push(pb::DirectoryEntry { address, service });
     }
+    shards
 }
 
 /// The named resource, versioned by a hash of its content; `before`'s when the content is the same.
@@ -191,11 +234,17 @@ mod tests {
     use weft_certs::SpiffeId;
 
     fn register(r: &mut Registry, sa: &str, instance: &str, ip: u8) {
+        register_in(r, sa, instance, ip, false);
+    }
+
+    fn register_in(r: &mut Registry, sa: &str, instance: &str, ip: u8, transparent: bool) {
         let workload = pb::Workload {
             service: sa.into(),
             namespace: "default".into(),
             instance: instance.into(),
             inbound_address: format!("127.0.0.{ip}:4143"),
+            app_ports: vec![8080],
+            transparent,
             ..Default::default()
         };
         let identity = SpiffeId::new("weft.local", "default", sa).unwrap();
@@ -235,6 +284,42 @@ mod tests {
                 s.resources(t).unwrap().iter().map(|(n, r)| (n.clone(), r.version.clone())).collect::<Vec<_>>()
             };
             assert_eq!(versions(&after), versions(&fresh), "{t}");
+        }
+    }
+
+    /// A transparent workload joining changes the one shard its IP hashes to: the other shards
+    /// keep their `Arc`s (nothing is re-sent), and the shards together are the whole directory.
+    #[test]
+    fn a_registration_changes_one_directory_shard() {
+        // Eight services of five instances (an identity may register ten at most).
+        let services: String = (0..8).map(|i| format!("  s{i}: {{}}\n")).collect();
+        let mesh = MeshConfig::parse(&format!("trust_domain: weft.local\nservices:\n{services}")).unwrap();
+        let mut registry = Registry::default();
+        for ip in 1..=40 {
+            register_in(&mut registry, &format!("s{}", ip % 8), &format!("i{ip}"), ip, true);
+        }
+        let before = Snapshot::build(1, &mesh, registry.iter());
+        register_in(&mut registry, "s3", "new", 99, true);
+        let after = Snapshot::build_reusing(2, &mesh, registry.iter(), None, Some(&before));
+
+        let shards = |s: &Snapshot| s.resources(types::DIRECTORY).unwrap().clone();
+        let (b, a) = (shards(&before), shards(&after));
+        assert!(b.len() > 10 && a.keys().all(|n| is_directory_shard(n)), "{:?}", a.keys());
+        let changed: Vec<&String> =
+            a.iter().filter(|(n, r)| b.get(*n).is_none_or(|old| !Arc::ptr_eq(old, r))).map(|(n, _)| n).collect();
+        assert_eq!(changed, [&directory_shard_name(shard_of("127.0.0.99"))], "one shard changed");
+
+        let dir = after.directory();
+        assert_eq!(dir.len(), 41 * 2, "each workload's IP and IP:port");
+        assert_eq!(dir["127.0.0.99"], "default/s3");
+        assert_eq!(shard_of("127.0.0.99:8080"), shard_of("127.0.0.99"), "a workload's entries share a shard");
+    }
+
+    #[test]
+    fn shard_names_are_recognised() {
+        assert!(is_directory_shard(&directory_shard_name(0)) && is_directory_shard("mesh-3f"));
+        for bad in ["mesh", "mesh-40", "mesh-0", "mesh-000", "mesh-zz", "mesh-+f", "mesh-3F", "default/mesh-00"] {
+            assert!(!is_directory_shard(bad), "{bad}");
         }
     }
 }

@@ -54,6 +54,21 @@ fn coalesce_window(sessions: usize) -> Duration {
     (Duration::from_millis(20) + Duration::from_micros(25) * sessions as u32).min(Duration::from_millis(250))
 }
 
+/// How long the mesh must stay unchanged after a wave of publishes before the memory the wave
+/// freed is handed back (see [`MeshState::trim_loop`]).
+const TRIM_AFTER_QUIET: Duration = Duration::from_secs(1);
+
+/// Waits until `snaps` has not changed for `quiet`; false when the sender is gone.
+async fn quiet_after<T>(snaps: &mut watch::Receiver<T>, quiet: Duration) -> bool {
+    loop {
+        match tokio::time::timeout(quiet, snaps.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
 pub struct MeshState {
     inner: Mutex<Inner>,
     snapshots: watch::Sender<Arc<Snapshot>>,
@@ -147,6 +162,21 @@ impl MeshState {
             self.publish();
             let sessions = self.lock().sessions.len();
             tokio::time::sleep(coalesce_window(sessions)).await;
+        }
+    }
+
+    /// Once the publishes of a change (or a connect storm: every registration is one) have
+    /// settled, hands the memory they freed back to the system. Every publish makes each session
+    /// diff, clone and encode its share; glibc keeps what that freed spread over its per-thread
+    /// arenas, where the next wave's growth lands on top of it. Runs for the life of the
+    /// controller; a trim takes a few milliseconds on a blocking thread.
+    pub async fn trim_loop(self: Arc<Self>) {
+        let mut snaps = self.snapshots();
+        while snaps.changed().await.is_ok() {
+            if !quiet_after(&mut snaps, TRIM_AFTER_QUIET).await {
+                return;
+            }
+            let _ = tokio::task::spawn_blocking(weft_telemetry::memory::trim).await;
         }
     }
 
@@ -447,6 +477,23 @@ mod tests {
             inbound: workload.inbound_address.parse().unwrap(),
             workload,
         }
+    }
+
+    /// A trim waits for the publishes to stop, however long they go on.
+    #[tokio::test(start_paused = true)]
+    async fn the_trim_waits_for_a_quiet_mesh() {
+        let (tx, mut rx) = watch::channel(0u64);
+        let waiting = tokio::spawn(async move { quiet_after(&mut rx, Duration::from_secs(1)).await });
+        for version in 1..=5 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            tx.send_replace(version);
+            assert!(!waiting.is_finished(), "a change within the quiet time restarts it");
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(waiting.await.unwrap(), "quiet for a second: trim");
+        let (tx, mut rx) = watch::channel(0u64);
+        drop(tx);
+        assert!(!quiet_after(&mut rx, Duration::from_secs(1)).await, "no sender: the loop ends");
     }
 
     /// A connect storm is a handful of rebuilds, each with everything that arrived meanwhile;

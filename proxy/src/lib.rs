@@ -1,7 +1,7 @@
 //! The Weft sidecar proxy: mTLS between workloads, discovery and policy from the controller,
 //! request-level load balancing, retries with budgets, deadlines, circuit breaking, metrics.
-// One audited exception: `net::memory` calls glibc's malloc_trim.
-#![deny(unsafe_code)]
+// No unsafe code here: the one allocator call (malloc_trim) is `weft_telemetry::memory`'s.
+#![forbid(unsafe_code)]
 
 pub mod admin;
 pub(crate) mod attempt;

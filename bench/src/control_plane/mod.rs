@@ -48,8 +48,8 @@ pub struct ControlPlaneArgs {
     #[arg(long)]
     pub proxy: Option<PathBuf>,
     /// Simulated proxies register as transparent (pod) proxies: each also holds the address
-    /// directory, which today is one resource sent whole to every transparent proxy on every
-    /// registration change. Shows that cost; use small sizes.
+    /// directory (64 shards; a registration changes the shard of its IP, which every transparent
+    /// proxy then receives). Shows that cost.
     #[arg(long)]
     pub transparent: bool,
     /// Keep the working directory (CA, mesh files, controller logs).
@@ -151,10 +151,10 @@ pub fn main(a: ControlPlaneArgs) -> anyhow::Result<()> {
         notes: vec![
             if a.transparent {
                 "Transparent mode: each proxy subscribes to the 2-3 services it calls and also holds the address \
-                 directory, sent whole to every transparent proxy whenever a registration changes it."
+                 directory (64 shards): a registration changes its IP's shard, which every transparent proxy receives."
             } else {
                 "Explicit mode: each proxy subscribes to the 2-3 services it calls; transparent mode's address \
-                 directory (sent whole to every transparent proxy) is not exercised (--transparent does)."
+                 directory (a changed shard goes to every transparent proxy) is not exercised (--transparent does)."
             }
             .into(),
             "Changes: the hot service's timeout edited in the mesh file (timed from the file's rename; the \

@@ -14,7 +14,8 @@ pub struct View {
     pub services: HashMap<String, pb::ServicePolicy>,
     /// Service → endpoint addresses (the inbound address each peer is dialled at).
     pub endpoints: HashMap<String, Vec<String>>,
-    pub directory: HashMap<String, String>,
+    /// Directory shard → address → service.
+    pub directory: HashMap<String, HashMap<String, String>>,
     /// Type → name → version, as the proxy reports on reconnect.
     pub held: BTreeMap<String, BTreeMap<String, String>>,
 }
@@ -44,10 +45,11 @@ impl View {
                     }
                 }),
                 (types::DIRECTORY, Some(pb::resource::Body::Directory(d))) => {
+                    let shard = self.directory.entry(r.name.clone()).or_default();
                     if !resp.merge {
-                        self.directory.clear();
+                        shard.clear();
                     }
-                    self.directory.extend(d.entries.iter().map(|e| (e.address.clone(), e.service.clone())));
+                    shard.extend(d.entries.iter().map(|e| (e.address.clone(), e.service.clone())));
                     Ok(())
                 }
                 (t, _) => Err(format!("resource {} has no body of type {t}", r.name)),
@@ -69,7 +71,9 @@ impl View {
                 types::ENDPOINTS => {
                     self.endpoints.remove(name);
                 }
-                types::DIRECTORY => self.directory.clear(),
+                types::DIRECTORY => {
+                    self.directory.remove(name);
+                }
                 _ => {}
             }
         }

@@ -83,12 +83,12 @@ impl RequestTemplate {
 
 /// The gRPC method the load calls (the backend answers any path the same way).
 pub const GRPC_PATH: &str = "/weft.bench.Echo/Unary";
-/// One gRPC message frame: uncompressed, 8 bytes of message.
-const GRPC_REQUEST: &[u8] = b"\0\0\0\0\x08weftbench";
+/// One gRPC message frame: uncompressed, 9 bytes of message.
+const GRPC_REQUEST: &[u8] = b"\0\0\0\0\x09weftbench";
 
 /// What an opaque TCP request is: one line that no protocol detector can take for HTTP (it starts
 /// with a NUL byte) and that ends a line, so a detector that waits for one decides at once. The
-/// backend answers each with the payload's length in bytes.
+/// backend answers each with its payload (as many bytes as `--payload` says).
 pub const TCP_REQUEST: &[u8] = b"\0weft-rr\r\n";
 
 /// Opens one connection and starts its driver task.

@@ -230,7 +230,11 @@ async fn serial_worker(first: Connection, rx: Arc<tokio::sync::Mutex<mpsc::Unbou
             Some(Connection::Tcp(t)) => {
                 tokio::time::timeout(timeout, conn::send_tcp(t, &ctx.spec.request, &mut buf)).await
             }
-            Some(Connection::Http2(_)) | None => continue,
+            // Never: serial workers get HTTP/1.1 or TCP connections. Counted, not lost.
+            Some(Connection::Http2(_)) | None => {
+                lock(&ctx.recorder).unsent();
+                continue;
+            }
         };
         if !matches!(result, Ok(Ok(()))) {
             // After a failure or a timeout the connection's state is unknown: start afresh.

@@ -105,24 +105,52 @@ fn circuit_breakers() -> String {
     )
 }
 
-fn hcm(stat: &str, cluster: &str, retries: bool) -> String {
+/// The header that carries the app's protocol across the pair (the hop between the Envoys is
+/// always HTTP/2), so the server side calls the app as the client called it: HTTP/1.1 stays
+/// HTTP/1.1, HTTP/2 and gRPC stay HTTP/2 — what Weft's `x-weft-orig-proto` and linkerd2-proxy's
+/// `l5d-orig-proto` do.
+const ORIG_PROTO: &str = "x-bench-orig-proto";
+
+/// The client side's route: the policy (timeout, retries) and the app's protocol recorded.
+fn client_routes() -> String {
     let p = POLICY;
-    let retry = if retries {
-        format!(
-            r#"
+    format!(
+        r#"- match: {{prefix: "/"}}
+                request_headers_to_add:
+                - header: {{key: {ORIG_PROTO}, value: "%PROTOCOL%"}}
+                  append_action: OVERWRITE_IF_EXISTS_OR_ADD
+                route:
+                  cluster: server
+                  timeout: {timeout}
                   retry_policy:
                     retry_on: "5xx,reset,connect-failure"
                     num_retries: {n}
                     per_try_timeout: {pt}
                     retry_back_off: {{base_interval: {b}, max_interval: {m}}}"#,
-            n = p.max_retries,
-            pt = secs(p.per_try_timeout),
-            b = secs(p.backoff_base),
-            m = secs(p.backoff_max),
-        )
-    } else {
-        String::new()
-    };
+        timeout = secs(p.timeout),
+        n = p.max_retries,
+        pt = secs(p.per_try_timeout),
+        b = secs(p.backoff_base),
+        m = secs(p.backoff_max),
+    )
+}
+
+/// The server side's routes: HTTP/1.1 callers' requests to the HTTP/1.1 app cluster, the rest to
+/// the HTTP/2 one; the inbound side enforces the timeout, retries are the caller's side's job (as
+/// in Weft).
+fn server_routes() -> String {
+    let timeout = secs(POLICY.timeout);
+    format!(
+        r#"- match: {{prefix: "/", headers: [{{name: {ORIG_PROTO}, string_match: {{exact: "HTTP/1.1"}}}}]}}
+                request_headers_to_remove: [{ORIG_PROTO}]
+                route: {{cluster: app, timeout: {timeout}}}
+              - match: {{prefix: "/"}}
+                request_headers_to_remove: [{ORIG_PROTO}]
+                route: {{cluster: app-h2, timeout: {timeout}}}"#
+    )
+}
+
+fn hcm(stat: &str, routes: &str) -> String {
     format!(
         r#"- name: envoy.filters.network.http_connection_manager
         typed_config:
@@ -135,18 +163,13 @@ fn hcm(stat: &str, cluster: &str, retries: bool) -> String {
             - name: {stat}
               domains: ["*"]
               routes:
-              - match: {{prefix: "/"}}
-                route:
-                  cluster: {cluster}
-                  timeout: {timeout}{retry}
+              {routes}
           http_filters:
           - name: envoy.filters.http.router
-            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}"#,
-        timeout = secs(p.timeout),
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}"#
     )
 }
 
-/// The client side: plain HTTP in on `listen`, mTLS + HTTP/2 out to `upstream`, the full policy.
 /// Where one side listens and where it sends, for HTTP and for opaque TCP.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
@@ -158,6 +181,8 @@ pub struct Ports {
     pub tcp_upstream: SocketAddr,
 }
 
+/// The client side: plain HTTP in on `listen`, mTLS + HTTP/2 out to `upstream`, the full policy;
+/// opaque TCP from `tcp_listen` to `tcp_upstream` over the same mTLS.
 pub fn client_config(p: Ports, me: &PemIdentity, ca: &Path, peer: &str) -> String {
     format!(
         r#"node: {{id: weft-bench-client, cluster: weft-bench}}
@@ -200,7 +225,7 @@ static_resources:
         lport = p.listen.port(),
         tip = p.tcp_listen.ip(),
         tport = p.tcp_listen.port(),
-        hcm = hcm("outbound", "server", true),
+        hcm = hcm("outbound", &client_routes()),
         tcp = tcp_proxy("outbound-tcp", "server-tcp"),
         server = endpoint("server", p.upstream),
         server_tcp = endpoint("server-tcp", p.tcp_upstream),
@@ -210,7 +235,8 @@ static_resources:
     )
 }
 
-/// The server side: mTLS (client certificate required) in on `listen`, plain HTTP/1.1 to the app.
+/// The server side: mTLS (client certificate required) in on `listen`, plain HTTP to the app in
+/// the protocol the client used; opaque TCP from `tcp_listen` to the app.
 pub fn server_config(p: Ports, me: &PemIdentity, ca: &Path, peer: &str) -> String {
     format!(
         r#"node: {{id: weft-bench-server, cluster: weft-bench}}
@@ -242,12 +268,12 @@ static_resources:
       {tcp}
   clusters:
   {app}
-    # The app is called in the protocol the caller used (HTTP/1.1 stays HTTP/1.1; HTTP/2 and
-    # gRPC stay HTTP/2), as a sidecar must.
+    {cb}
+  {app_h2}
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        use_downstream_protocol_config: {{http_protocol_options: {{}}, http2_protocol_options: {{}}}}
+        explicit_http_config: {{http2_protocol_options: {{}}}}
     {cb}
   {app_tcp}
 "#,
@@ -256,10 +282,10 @@ static_resources:
         lport = p.listen.port(),
         tip = p.tcp_listen.ip(),
         tport = p.tcp_listen.port(),
-        // The inbound side enforces the timeout; retries are the caller's side's job (as in Weft).
-        hcm = hcm("inbound", "app", false),
+        hcm = hcm("inbound", &server_routes()),
         tcp = tcp_proxy("inbound-tcp", "app-tcp"),
         app = endpoint("app", p.upstream),
+        app_h2 = endpoint("app-h2", p.upstream),
         app_tcp = endpoint("app-tcp", p.tcp_upstream),
         cb = circuit_breakers(),
         tls = tls_context(me, ca, peer, ALPN_H2).replace("\n        ", "\n          "),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use weft_proto::{types, v1 as pb};
 
 use crate::discovery::{Outcome, SessionState, MAX_PENDING_RESPONSES, MAX_SUBSCRIPTIONS};
-use crate::snapshot::{Snapshot, DIRECTORY_NAME};
+use crate::snapshot::{directory_shard_name, Snapshot};
 
 const OWN: &str = "default/me";
 /// Services a snapshot may hold besides the proxy's own (always there: it registered).
@@ -72,7 +72,7 @@ fn snapshot(version: u64, present: u8, variant: u8) -> Snapshot {
     let mut snap = Snapshot::empty();
     snap.version = version;
     let empty = variant & 16 != 0;
-    let mut entries = Vec::new();
+    let mut shards: BTreeMap<u64, Vec<pb::DirectoryEntry>> = BTreeMap::new();
     for (i, name) in [OWN].into_iter().chain(OTHERS).enumerate() {
         if i > 0 && present >> (i - 1) & 1 == 0 {
             continue;
@@ -91,24 +91,32 @@ fn snapshot(version: u64, present: u8, variant: u8) -> Snapshot {
         };
         put(types::SERVICE, format!("s{v}"), pb::resource::Body::Service(policy));
         put(types::ENDPOINTS, format!("e{}", endpoints.endpoints.len()), pb::resource::Body::Endpoints(endpoints));
-        entries.push(pb::DirectoryEntry { address: format!("10.96.0.{i}"), service: name.into() });
+        // Two directory shards, so that one can change or go while the other stays.
+        let shard = i as u64 % 2;
+        shards
+            .entry(shard)
+            .or_default()
+            .push(pb::DirectoryEntry { address: format!("10.96.0.{i}"), service: name.into() });
     }
-    let dir = pb::Directory { entries };
-    let r = pb::Resource {
-        name: DIRECTORY_NAME.into(),
-        version: format!("d{present}"),
-        body: Some(pb::resource::Body::Directory(dir)),
-    };
-    snap.by_type.get_mut(types::DIRECTORY).expect("every type").insert(DIRECTORY_NAME.into(), Arc::new(r));
+    for (shard, entries) in shards {
+        let name = directory_shard_name(shard);
+        let version = format!("d{}", entries.iter().map(|e| e.address.as_str()).collect::<Vec<_>>().join(","));
+        let r = pb::Resource {
+            name: name.clone(),
+            version,
+            body: Some(pb::resource::Body::Directory(pb::Directory { entries })),
+        };
+        snap.by_type.get_mut(types::DIRECTORY).expect("every type").insert(name, Arc::new(r));
+    }
     snap
 }
 
-/// The names of a type the proxy should hold.
-fn wanted(t: &str, subscribed: &BTreeSet<String>, transparent: bool) -> BTreeSet<String> {
+/// The names of a type the proxy should hold: a transparent one, every directory shard there is.
+fn wanted(t: &str, subscribed: &BTreeSet<String>, transparent: bool, snap: &Snapshot) -> BTreeSet<String> {
     match t {
         types::SERVICE => subscribed.iter().cloned().chain([OWN.to_string()]).collect(),
         types::ENDPOINTS => subscribed.clone(),
-        _ if transparent => BTreeSet::from([DIRECTORY_NAME.to_string()]),
+        types::DIRECTORY if transparent => snap.resources(t).into_iter().flat_map(|m| m.keys().cloned()).collect(),
         _ => BTreeSet::new(),
     }
 }
@@ -127,7 +135,7 @@ pub fn check(data: &[u8]) {
         (types::SERVICE, OTHERS[0]),
         (types::ENDPOINTS, OTHERS[0]),
         (types::ENDPOINTS, OTHERS[2]),
-        (types::DIRECTORY, DIRECTORY_NAME),
+        (types::DIRECTORY, "mesh-01"),
         (types::ENDPOINTS, "default/gone"),
     ]
     .into_iter()
@@ -277,7 +285,7 @@ pub fn check(data: &[u8]) {
         for r in &responses {
             assert!(nonces_seen.insert(r.nonce.clone()), "nonce {} sent twice", r.nonce);
             let t = type_of(&r.type_url);
-            let want = wanted(t, &subscribed, transparent);
+            let want = wanted(t, &subscribed, transparent, &snap);
             for res in &r.resources {
                 assert!(want.contains(&res.name), "sent {} {} the proxy did not ask for", t, res.name);
                 let current = &snap.resources(t).expect("every type")[&res.name];
@@ -294,7 +302,7 @@ pub fn check(data: &[u8]) {
         // Bounded, whatever the proxy does: the unanswered responses it may still answer.
         assert!(ss.pending_responses() <= MAX_PENDING_RESPONSES);
         for t in types::ALL {
-            let want = wanted(t, &subscribed, transparent);
+            let want = wanted(t, &subscribed, transparent, &snap);
             let current = snap.resources(t).expect("every type");
             let held = proxy.held.get(t).cloned().unwrap_or_default();
             let at_connect = held_at_connect.get(t).cloned().unwrap_or_default();

@@ -14,7 +14,7 @@ use weft_proto::{types, v1 as pb};
 use crate::discovery::check_registration;
 use crate::mesh::MeshConfig;
 use crate::registry::{Registration, Registry};
-use crate::snapshot::{Snapshot, DIRECTORY_NAME};
+use crate::snapshot::Snapshot;
 
 const ACCOUNTS: [&str; 3] = ["a", "b", "c"];
 const INSTANCES: [&str; 2] = ["i0", "i1"];
@@ -39,11 +39,8 @@ struct Held {
 
 fn held(snap: &Snapshot) -> BTreeMap<String, Held> {
     let mut out: BTreeMap<String, Held> = BTreeMap::new();
-    let dir = snap.resources(types::DIRECTORY).and_then(|d| d.get(DIRECTORY_NAME)).and_then(|r| r.body.clone());
-    if let Some(pb::resource::Body::Directory(d)) = dir {
-        for e in d.entries {
-            out.entry(e.service).or_default().addresses.push(e.address);
-        }
+    for (address, service) in snap.directory() {
+        out.entry(service).or_default().addresses.push(address);
     }
     for (name, r) in snap.resources(types::ENDPOINTS).into_iter().flatten() {
         if let Some(pb::resource::Body::Endpoints(set)) = &r.body {

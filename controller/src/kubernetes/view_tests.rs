@@ -2,8 +2,6 @@
 //! deletes, re-lists, a pod changing IP, a service account renamed — and what the snapshot then
 //! hands proxies.
 
-use std::collections::BTreeMap;
-
 use serde_json::json;
 use weft_proto::v1 as pb;
 
@@ -211,12 +209,7 @@ fn the_snapshot_takes_policy_from_the_file_and_addresses_from_the_api() {
     assert_eq!(policy.vip, "10.96.0.10", "the ClusterIP, not the file's vip");
     assert_eq!(policy.default_route.unwrap().timeout_ms, 2000);
     assert_eq!(policy.split.len(), 1);
-    let dir = match &snap.resources(weft_proto::types::DIRECTORY).unwrap()[crate::snapshot::DIRECTORY_NAME].body {
-        Some(pb::resource::Body::Directory(d)) => {
-            d.entries.iter().map(|e| (e.address.clone(), e.service.clone())).collect::<BTreeMap<_, _>>()
-        }
-        other => panic!("{other:?}"),
-    };
+    let dir = snap.directory();
     assert_eq!(dir.get("10.96.0.10:80").map(String::as_str), Some("shop/bar"));
     assert_eq!(dir.get("10.1.0.12").map(String::as_str), Some("shop/bar"));
 }

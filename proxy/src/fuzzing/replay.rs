@@ -161,8 +161,8 @@ fn write_discovery_seeds() {
                 response(types::ENDPOINTS, vec![], &["default/web"], false),
             ],
         ),
-        ("directory", vec![response(types::DIRECTORY, vec![resource("mesh", dir_body)], &[], false)]),
-        ("wrong-body", vec![response(types::DIRECTORY, vec![resource("mesh", eps(vec![]))], &[], false)]),
+        ("directory", vec![response(types::DIRECTORY, vec![resource("mesh-00", dir_body)], &[], false)]),
+        ("wrong-body", vec![response(types::DIRECTORY, vec![resource("mesh-00", eps(vec![]))], &[], false)]),
     ];
     for (name, resps) in seeds {
         std::fs::write(dir.join(name), super::discovery::encode(&resps)).unwrap();

@@ -1,8 +1,8 @@
 //! Hands memory back to the system after connections close. Each connection holds tens of KB while
 //! it lives (hyper's buffers, its task); once a burst of them closes, glibc keeps the freed memory,
 //! fragmented between longer-lived allocations, so a proxy that once held 2,000 connections stayed
-//! at 70 MB for good. `malloc_trim` returns those free pages; it runs on the control runtime only
-//! after enough connections have closed, so a steady proxy never pays for it.
+//! at 70 MB for good. A trim (`weft_telemetry::memory`) returns those free pages; it runs on the
+//! control runtime only after enough connections have closed, so a steady proxy never pays for it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -32,23 +32,10 @@ pub(crate) async fn trim_loop() {
         let closed = CLOSED.load(Ordering::Relaxed);
         if due(closed, at_last_trim) {
             at_last_trim = closed;
-            trim();
+            weft_telemetry::memory::trim();
         }
     }
 }
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn trim() {
-    // SAFETY: malloc_trim takes no pointers and only walks the allocator's own free lists; glibc
-    // makes it safe to call from any thread at any time.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim() {}
 
 #[cfg(test)]
 mod tests {

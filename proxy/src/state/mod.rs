@@ -143,12 +143,26 @@ fn split_pool<'a>(all: &[&'a Arc<Endpoint>], split: &[(String, u32)]) -> Vec<&'a
     all.to_vec()
 }
 
+/// Every shard's entries in one map; where two shards claim an address, the first by name wins.
+fn union(shards: &BTreeMap<String, Arc<HashMap<String, String>>>) -> HashMap<String, String> {
+    let mut all = HashMap::with_capacity(shards.values().map(|s| s.len()).sum());
+    for shard in shards.values() {
+        for (address, service) in shard.iter() {
+            all.entry(address.clone()).or_insert_with(|| service.clone());
+        }
+    }
+    all
+}
+
 /// Everything the data plane knows from the controller.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub services: HashMap<String, Arc<Service>>,
-    /// Address (`IP` or `IP:port`) → service, for transparent mode.
+    /// Address (`IP` or `IP:port`) → service, for transparent mode: every shard's entries
+    /// together (a shard named first wins an address two of them claim).
     pub directory: Arc<HashMap<String, String>>,
+    /// The directory as the controller sends it, in shards that change independently.
+    pub directory_shards: BTreeMap<String, Arc<HashMap<String, String>>>,
     /// What is held, per type: name → version (reported to the controller on reconnect).
     pub held: BTreeMap<String, BTreeMap<String, String>>,
     /// The controller's version of each type last accepted in full.
@@ -216,13 +230,15 @@ impl Snapshot {
                 }
                 (types::DIRECTORY, Some(pb::resource::Body::Directory(d))) => {
                     let entries = d.entries.iter().map(|e| (e.address.clone(), e.service.clone()));
-                    next.directory = Arc::new(if resp.merge {
-                        let mut held = (*next.directory).clone();
-                        held.extend(entries);
-                        held
-                    } else {
-                        entries.collect()
-                    });
+                    let shard = match next.directory_shards.get(&r.name) {
+                        Some(held) if resp.merge => {
+                            let mut held = (**held).clone();
+                            held.extend(entries);
+                            held
+                        }
+                        _ => entries.collect(),
+                    };
+                    next.directory_shards.insert(r.name.clone(), Arc::new(shard));
                     Ok(())
                 }
                 (t, _) => Err(format!("resource {} has no body of type {t}", r.name)),
@@ -252,9 +268,14 @@ impl Snapshot {
                         );
                     }
                 }
-                types::DIRECTORY => next.directory = Arc::new(HashMap::new()),
+                types::DIRECTORY => {
+                    next.directory_shards.remove(name);
+                }
                 _ => {}
             }
+        }
+        if resp.type_url == types::DIRECTORY {
+            next.directory = Arc::new(union(&next.directory_shards));
         }
         if rejected.is_empty() {
             next.accepted.insert(resp.type_url.clone(), resp.version_info.clone());
@@ -353,6 +374,51 @@ mod tests {
         // The authoritative set then replaces it.
         let (v, _) = v.apply(&endpoints_response("3", "bar", &[("127.0.0.1:2", "")]));
         assert_eq!(v.services["bar"].endpoints.len(), 1);
+    }
+
+    fn directory_response(shards: &[(&str, &[(&str, &str)])], removed: &[&str], merge: bool) -> pb::DiscoveryResponse {
+        pb::DiscoveryResponse {
+            type_url: types::DIRECTORY.into(),
+            version_info: "1".into(),
+            nonce: "1".into(),
+            resources: shards
+                .iter()
+                .map(|(name, entries)| pb::Resource {
+                    name: name.to_string(),
+                    version: "v".into(),
+                    body: Some(pb::resource::Body::Directory(pb::Directory {
+                        entries: entries
+                            .iter()
+                            .map(|(a, s)| pb::DirectoryEntry { address: a.to_string(), service: s.to_string() })
+                            .collect(),
+                    })),
+                })
+                .collect(),
+            removed: removed.iter().map(|r| r.to_string()).collect(),
+            merge,
+        }
+    }
+
+    /// A shard replaces only its own entries; a merge adds to its shard; a removal drops its shard.
+    #[test]
+    fn directory_shards_change_independently() {
+        let lookup = |v: &Snapshot, a: &str| v.lookup_address(a.parse().unwrap()).map(str::to_string);
+        let v = Snapshot::default();
+        let (v, _) = v.apply(&directory_response(
+            &[("mesh-00", &[("10.0.0.1", "default/a")]), ("mesh-01", &[("10.0.0.2:80", "default/b")])],
+            &[],
+            false,
+        ));
+        assert_eq!(lookup(&v, "10.0.0.1:8080").as_deref(), Some("default/a"));
+        assert_eq!(lookup(&v, "10.0.0.2:80").as_deref(), Some("default/b"));
+        let (v, _) = v.apply(&directory_response(&[("mesh-01", &[("10.0.0.3", "default/c")])], &[], false));
+        assert_eq!(lookup(&v, "10.0.0.2:80"), None, "mesh-01 was replaced");
+        assert_eq!(lookup(&v, "10.0.0.1:1").as_deref(), Some("default/a"), "mesh-00 untouched");
+        let (v, _) = v.apply(&directory_response(&[("mesh-00", &[("10.0.0.4", "default/d")])], &[], true));
+        assert!(lookup(&v, "10.0.0.1:1").is_some() && lookup(&v, "10.0.0.4:1").is_some(), "merged into mesh-00");
+        let (v, _) = v.apply(&directory_response(&[], &["mesh-00"], false));
+        assert_eq!((lookup(&v, "10.0.0.1:1"), v.directory.len()), (None, 1), "only mesh-01's entry is left");
+        assert_eq!(v.held[types::DIRECTORY].keys().collect::<Vec<_>>(), ["mesh-01"]);
     }
 
     #[test]
