@@ -142,9 +142,14 @@ impl Registry {
         if let Some(holder) = held_by_another(inbound.ip(), inbound.port()) {
             return Err(Refused::AddressTaken { addr: inbound, holder: holder.identity.to_string() });
         }
+        // App ports are published on every IP the workload has proven (a reconnect keeps them),
+        // so each is checked on all of them, not just the inbound address's.
+        let ips: Vec<IpAddr> = std::iter::once(inbound.ip())
+            .chain(self.records.get(&key).into_iter().flat_map(|r| r.extra_ips.iter().copied()))
+            .collect();
         let mut dropped_ports = Vec::new();
         workload.app_ports.retain(|p| {
-            let taken = u16::try_from(*p).is_ok_and(|port| held_by_another(inbound.ip(), port).is_some());
+            let taken = u16::try_from(*p).is_ok_and(|port| ips.iter().any(|ip| held_by_another(*ip, port).is_some()));
             if taken {
                 dropped_ports.push(*p);
             }
@@ -334,5 +339,21 @@ mod tests {
         assert!(r.add_ip(&id("bar"), "b", "fd00::2".parse().unwrap()));
         assert!(!r.add_ip(&id("foo"), "f", "fd00::2".parse().unwrap()), "bar proved it first");
         assert!(!r.add_ip(&id("foo"), "f", "10.0.0.2".parse().unwrap()), "bar's primary");
+    }
+
+    /// Found by the `snapshot` fuzz target: a workload that proved a second IP, then reconnected
+    /// with an app port another identity holds on that IP, kept it — and, registered earlier,
+    /// took that address in the directory. Ports are now checked on every proven IP.
+    #[test]
+    fn a_reconnect_cannot_claim_an_app_port_on_its_second_ip() {
+        let mut r = Registry::default();
+        r.connect(reg("a", "a0", "10.0.0.1:8080", &[]), 1, 10, false).unwrap();
+        assert!(r.add_ip(&id("a"), "a0", "10.0.0.9".parse().unwrap()));
+        // b can use 10.0.0.9:9090: a holds no such port there (yet).
+        r.connect(reg("b", "b0", "10.0.0.9:4143", &[9090]), 2, 10, false).unwrap();
+        let again = r.connect(reg("a", "a0", "10.0.0.1:8080", &[9090]), 3, 10, false).unwrap();
+        assert_eq!(again.dropped_ports, vec![9090], "b holds 9090 on a's second IP");
+        let b = r.iter().find(|w| w.identity == id("b")).unwrap();
+        assert_eq!(b.workload.app_ports, vec![9090]);
     }
 }
