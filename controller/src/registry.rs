@@ -155,10 +155,18 @@ impl Registry {
             }
             !taken
         });
+        let same = self.records.get(&key).is_some_and(|r| r.workload == workload && r.inbound == inbound);
         let (seq, extra_ips, ready) = match self.records.get(&key) {
-            // A reconnect: the same workload keeps its place, its proven IPs and, unless what
-            // peers see changes, its readiness (the proxy still holds its policy).
-            Some(r) => (r.seq, r.extra_ips.clone(), r.ready && r.workload == workload && r.inbound == inbound),
+            // A reconnect of the same workload keeps its place (it was first to its addresses),
+            // its proven IPs and its readiness (the proxy still holds its policy).
+            Some(r) if same => (r.seq, r.extra_ips.clone(), r.ready),
+            // One that now claims something else goes to the back of the line: what it newly
+            // claims (a port, or every port as a transparent pod) never displaces an entry
+            // another workload registered in the meantime. Its proven IPs stay.
+            Some(r) => {
+                self.next_seq += 1;
+                (self.next_seq, r.extra_ips.clone(), false)
+            }
             None => {
                 self.next_seq += 1;
                 (self.next_seq, BTreeSet::new(), false)
@@ -355,5 +363,25 @@ mod tests {
         assert_eq!(again.dropped_ports, vec![9090], "b holds 9090 on a's second IP");
         let b = r.iter().find(|w| w.identity == id("b")).unwrap();
         assert_eq!(b.workload.app_ports, vec![9090]);
+    }
+
+    /// Found by the `snapshot` fuzz target: a workload proved a second IP, another identity
+    /// registered there, and the first reconnected as a transparent pod (which owns every port of
+    /// its IPs). Keeping its old place, it took the other's directory entry; a reconnect that
+    /// claims something new now goes to the back of the line.
+    #[test]
+    fn a_reconnect_with_new_claims_loses_its_place_in_line() {
+        let mut r = Registry::default();
+        r.connect(reg("a", "a0", "10.0.0.1:4143", &[]), 1, 10, false).unwrap();
+        assert!(r.add_ip(&id("a"), "a0", "10.0.0.9".parse().unwrap()));
+        r.connect(reg("b", "b0", "10.0.0.9:4143", &[]), 2, 10, false).unwrap();
+        let seq = |r: &Registry, who: &str| r.iter().find(|w| w.identity == id(who)).unwrap().seq;
+        let (a_before, b) = (seq(&r, "a"), seq(&r, "b"));
+        r.connect(reg("a", "a0", "10.0.0.1:4143", &[]), 3, 10, false).unwrap();
+        assert_eq!(seq(&r, "a"), a_before, "the same claims keep their place");
+        let mut transparent = reg("a", "a0", "10.0.0.1:4143", &[]);
+        transparent.workload.transparent = true;
+        r.connect(transparent, 4, 10, false).unwrap();
+        assert!(seq(&r, "a") > b, "new claims queue behind b");
     }
 }
