@@ -122,52 +122,26 @@ pub struct Step {
 /// (The connection sweep skips counts the main measurement already covers.)
 pub fn fixed_steps(s: &Settings, kinds: &[Kind]) -> Vec<Step> {
     let mut steps = vec![];
+    // One round: every topology once, with the same settings.
+    let mut round = |series, protocol, connections, rep, warmup, duration| {
+        for &kind in kinds {
+            steps.push(Step { kind, series, protocol, rate: s.rate, connections, rep, warmup, duration });
+        }
+    };
     for rep in 0..s.repetitions {
         for &connections in &s.connections {
-            for &kind in kinds {
-                steps.push(Step {
-                    kind,
-                    series: Series::Main,
-                    protocol: None,
-                    rate: s.rate,
-                    connections,
-                    rep,
-                    warmup: s.warmup,
-                    duration: s.duration,
-                });
-            }
+            round(Series::Main, None, connections, rep, s.warmup, s.duration);
         }
     }
     for rep in 0..s.sweep_repetitions {
         for &connections in s.connection_sweep.iter().filter(|c| !s.connections.contains(c)) {
-            for &kind in kinds {
-                steps.push(Step {
-                    kind,
-                    series: Series::Connections,
-                    protocol: None,
-                    rate: s.rate,
-                    connections,
-                    rep,
-                    warmup: s.sweep_warmup,
-                    duration: s.sweep_duration,
-                });
-            }
+            round(Series::Connections, None, connections, rep, s.sweep_warmup, s.sweep_duration);
         }
     }
     for rep in 0..s.protocol_repetitions {
         for &protocol in &s.protocols {
-            for &kind in kinds {
-                steps.push(Step {
-                    kind,
-                    series: Series::Protocol,
-                    protocol: Some(protocol),
-                    rate: s.rate,
-                    connections: s.rate_sweep_connections,
-                    rep,
-                    warmup: s.sweep_warmup,
-                    duration: s.sweep_duration,
-                });
-            }
+            let c = s.rate_sweep_connections;
+            round(Series::Protocol, Some(protocol), c, rep, s.sweep_warmup, s.sweep_duration);
         }
     }
     steps

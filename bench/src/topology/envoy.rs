@@ -64,9 +64,10 @@ fn tcp_proxy(stat: &str, cluster: &str) -> String {
     )
 }
 
-/// A static cluster of one endpoint.
-fn endpoint(name: &str, addr: SocketAddr) -> String {
-    format!(
+/// A static cluster of one endpoint; `extra` (cluster-level YAML: protocol options, breakers, an
+/// upstream TLS context) follows its endpoint.
+fn cluster(name: &str, addr: SocketAddr, extra: &[String]) -> String {
+    let mut c = format!(
         r#"- name: {name}
     type: STATIC
     connect_timeout: 1s
@@ -77,6 +78,71 @@ fn endpoint(name: &str, addr: SocketAddr) -> String {
         - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}"#,
         ip = addr.ip(),
         port = addr.port(),
+    );
+    for e in extra {
+        c.push_str("\n    ");
+        c.push_str(e);
+    }
+    c
+}
+
+/// Cluster-level YAML: HTTP/2 to the upstream.
+const HTTP2_UPSTREAM: &str = r#"typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}"#;
+
+/// Cluster-level YAML: mutual TLS to the upstream.
+fn upstream_tls(tls: &str) -> String {
+    format!(
+        r#"transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        {tls}"#
+    )
+}
+
+/// A listener on `addr` with one filter; with `tls`, it requires mutual TLS first.
+fn listener(name: &str, addr: SocketAddr, tls: Option<&str>, filter: &str) -> String {
+    let chain = match tls {
+        None => String::from("- filters:"),
+        Some(tls) => format!(
+            r#"- transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          {tls}
+      filters:"#,
+            tls = tls.replace("\n        ", "\n          ")
+        ),
+    };
+    format!(
+        r#"- name: {name}
+    address: {{socket_address: {{address: {ip}, port_value: {port}}}}}
+    filter_chains:
+    {chain}
+      {filter}"#,
+        ip = addr.ip(),
+        port = addr.port(),
+    )
+}
+
+/// The bootstrap around listeners and clusters.
+fn bootstrap(node: &str, admin: u16, listeners: &[String], clusters: &[String]) -> String {
+    format!(
+        r#"node: {{id: {node}, cluster: weft-bench}}
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
+static_resources:
+  listeners:
+  {listeners}
+  clusters:
+  {clusters}
+"#,
+        listeners = listeners.join("\n  "),
+        clusters = clusters.join("\n  "),
     )
 }
 
@@ -184,113 +250,33 @@ pub struct Ports {
 /// The client side: plain HTTP in on `listen`, mTLS + HTTP/2 out to `upstream`, the full policy;
 /// opaque TCP from `tcp_listen` to `tcp_upstream` over the same mTLS.
 pub fn client_config(p: Ports, me: &PemIdentity, ca: &Path, peer: &str) -> String {
-    format!(
-        r#"node: {{id: weft-bench-client, cluster: weft-bench}}
-admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
-static_resources:
-  listeners:
-  - name: outbound
-    address: {{socket_address: {{address: {lip}, port_value: {lport}}}}}
-    filter_chains:
-    - filters:
-      {hcm}
-  - name: outbound-tcp
-    address: {{socket_address: {{address: {tip}, port_value: {tport}}}}}
-    filter_chains:
-    - filters:
-      {tcp}
-  clusters:
-  {server}
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    {cb}
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        {tls}
-  {server_tcp}
-    {cb}
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        {tls_tcp}
-"#,
-        admin = p.admin,
-        lip = p.listen.ip(),
-        lport = p.listen.port(),
-        tip = p.tcp_listen.ip(),
-        tport = p.tcp_listen.port(),
-        hcm = hcm("outbound", &client_routes()),
-        tcp = tcp_proxy("outbound-tcp", "server-tcp"),
-        server = endpoint("server", p.upstream),
-        server_tcp = endpoint("server-tcp", p.tcp_upstream),
-        cb = circuit_breakers(),
-        tls = tls_context(me, ca, peer, ALPN_H2),
-        tls_tcp = tls_context(me, ca, peer, ""),
-    )
+    let listeners = [
+        listener("outbound", p.listen, None, &hcm("outbound", &client_routes())),
+        listener("outbound-tcp", p.tcp_listen, None, &tcp_proxy("outbound-tcp", "server-tcp")),
+    ];
+    let (cb, tls) = (circuit_breakers(), tls_context(me, ca, peer, ALPN_H2));
+    let clusters = [
+        cluster("server", p.upstream, &[HTTP2_UPSTREAM.to_string(), cb.clone(), upstream_tls(&tls)]),
+        cluster("server-tcp", p.tcp_upstream, &[cb, upstream_tls(&tls_context(me, ca, peer, ""))]),
+    ];
+    bootstrap("weft-bench-client", p.admin, &listeners, &clusters)
 }
 
 /// The server side: mTLS (client certificate required) in on `listen`, plain HTTP to the app in
 /// the protocol the client used; opaque TCP from `tcp_listen` to the app.
 pub fn server_config(p: Ports, me: &PemIdentity, ca: &Path, peer: &str) -> String {
-    format!(
-        r#"node: {{id: weft-bench-server, cluster: weft-bench}}
-admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
-static_resources:
-  listeners:
-  - name: inbound
-    address: {{socket_address: {{address: {lip}, port_value: {lport}}}}}
-    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          require_client_certificate: true
-          {tls}
-      filters:
-      {hcm}
-  - name: inbound-tcp
-    address: {{socket_address: {{address: {tip}, port_value: {tport}}}}}
-    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          require_client_certificate: true
-          {tls_tcp}
-      filters:
-      {tcp}
-  clusters:
-  {app}
-    {cb}
-  {app_h2}
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    {cb}
-  {app_tcp}
-"#,
-        admin = p.admin,
-        lip = p.listen.ip(),
-        lport = p.listen.port(),
-        tip = p.tcp_listen.ip(),
-        tport = p.tcp_listen.port(),
-        hcm = hcm("inbound", &server_routes()),
-        tcp = tcp_proxy("inbound-tcp", "app-tcp"),
-        app = endpoint("app", p.upstream),
-        app_h2 = endpoint("app-h2", p.upstream),
-        app_tcp = endpoint("app-tcp", p.tcp_upstream),
-        cb = circuit_breakers(),
-        tls = tls_context(me, ca, peer, ALPN_H2).replace("\n        ", "\n          "),
-        tls_tcp = tls_context(me, ca, peer, "").replace("\n        ", "\n          "),
-    )
+    let (tls, tls_tcp) = (tls_context(me, ca, peer, ALPN_H2), tls_context(me, ca, peer, ""));
+    let listeners = [
+        listener("inbound", p.listen, Some(&tls), &hcm("inbound", &server_routes())),
+        listener("inbound-tcp", p.tcp_listen, Some(&tls_tcp), &tcp_proxy("inbound-tcp", "app-tcp")),
+    ];
+    let cb = circuit_breakers();
+    let clusters = [
+        cluster("app", p.upstream, &[cb.clone()]),
+        cluster("app-h2", p.upstream, &[HTTP2_UPSTREAM.to_string(), cb]),
+        cluster("app-tcp", p.tcp_upstream, &[]),
+    ];
+    bootstrap("weft-bench-server", p.admin, &listeners, &clusters)
 }
 
 pub fn start(s: &Setup<'_>) -> anyhow::Result<Deployment> {
