@@ -272,7 +272,7 @@ pub fn server_config(p: Ports, me: &PemIdentity, ca: &Path, peer: &str) -> Strin
     ];
     let cb = circuit_breakers();
     let clusters = [
-        cluster("app", p.upstream, &[cb.clone()]),
+        cluster("app", p.upstream, std::slice::from_ref(&cb)),
         cluster("app-h2", p.upstream, &[HTTP2_UPSTREAM.to_string(), cb]),
         cluster("app-tcp", p.tcp_upstream, &[]),
     ];
