@@ -254,4 +254,74 @@ mod tests {
         assert!(client.h1.lock().unwrap().is_empty(), "the address is forgotten too");
         tokio::time::timeout(Duration::from_secs(10), closed).await.expect("the app saw the close").unwrap();
     }
+
+    /// An app that answers every request on every connection with `ok`, counts the connections
+    /// it accepted and, with `close_after`, closes each one after its first answer.
+    async fn counting_app(close_after: bool) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    loop {
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match conn.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        seen.clear();
+                        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                        if close_after {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    async fn get_ok(client: &PlainClient, addr: SocketAddr) {
+        let req = Request::get("http://app/").body(crate::http::empty()).unwrap();
+        let resp = client.send(addr, false, req).await.expect("an answer");
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+
+    /// A pooled connection is reused while fresh; once idle past the timeout (the app may be
+    /// closing it right now) it is never handed out again, sweep or no sweep.
+    #[tokio::test]
+    async fn a_connection_idle_past_the_timeout_is_never_handed_out() {
+        // A second of margin: the first two requests must land within it on a loaded machine.
+        let idle_timeout = Duration::from_secs(1);
+        let client = PlainClient::new(Duration::from_secs(5), idle_timeout, 8192);
+        let (addr, accepted) = counting_app(false).await;
+        get_ok(&client, addr).await;
+        get_ok(&client, addr).await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "a fresh connection is reused");
+        tokio::time::sleep(idle_timeout + Duration::from_millis(100)).await;
+        assert!(client.checkout(addr).is_none(), "a stale connection was handed out");
+        get_ok(&client, addr).await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "the next request opened a new one");
+    }
+
+    /// A connection the app closed after answering is never used again: every request succeeds,
+    /// each on a connection of its own.
+    #[tokio::test]
+    async fn a_connection_the_app_closed_is_never_reused() {
+        let client = PlainClient::new(Duration::from_secs(5), Duration::from_secs(60), 8192);
+        let (addr, accepted) = counting_app(true).await;
+        for _ in 0..5 {
+            get_ok(&client, addr).await;
+            // Let the close reach the pooled sender; had it not, the unwritten request would be
+            // retried on a fresh connection, never failed.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
+    }
 }
