@@ -1,15 +1,20 @@
 //! The playground (issue #6): `weft playground` as local processes.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use weft_tests::harness::{bin, TestDir};
 
-/// A base port with the 60 ports after it free.
+/// A base port with the 60 ports after it free. The tests of this file run at once in one process:
+/// each call searches its own interleaved series of blocks (up to four callers), so two tests never
+/// find the same free block and race to bind it (which once failed a playground run).
 fn free_base() -> u16 {
-    let start = 30000 + (std::process::id() % 500) as u16 * 60;
-    (0..100)
-        .map(|i| start.wrapping_add(i * 60))
+    static CALLS: AtomicU16 = AtomicU16::new(0);
+    let own = CALLS.fetch_add(1, Ordering::SeqCst) % 4;
+    let start = 20000 + (std::process::id() % 100) as u16 * 240 + own * 60;
+    (0..80)
+        .map(|i| start + i * 240)
         .find(|b| (*b..*b + 60).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()))
         .expect("a free port range")
 }
